@@ -1,0 +1,1 @@
+"""Scanning the smear: illumination, autofocus, focus surface, scan planning, field capture."""

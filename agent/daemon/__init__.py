@@ -1,0 +1,1 @@
+"""The long-running service: sample pipeline, state machine, systemd integration."""

@@ -1,0 +1,1 @@
+"""The differential report: counting, statistics, storage of cells and samples, FHIR."""

@@ -1,0 +1,1 @@
+"""Delivery of results and intake of commands over MQTT."""

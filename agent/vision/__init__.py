@@ -1,0 +1,1 @@
+"""Cell detection and classification with onnxruntime."""

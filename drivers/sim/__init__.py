@@ -1,0 +1,1 @@
+"""The simulated analyzer: a virtual GRBL controller, a virtual slide and a virtual camera."""

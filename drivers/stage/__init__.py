@@ -1,0 +1,1 @@
+"""Motorized XYZ stage drivers."""

@@ -1,0 +1,1 @@
+"""The shipped ONNX models and their model cards (package data, found via importlib.resources)."""
