@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.config.model import AgentConfig
+from agent.report.model import report_json_schema
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -23,4 +24,5 @@ def config_schema() -> dict[str, Any]:
 
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "config.schema.json": config_schema,
+    "report.schema.json": report_json_schema,
 }
