@@ -180,7 +180,7 @@ def test_truth_counts_only_cells_inside_scanned_fields() -> None:
 def test_vision_findings_are_adapted() -> None:
     field_analysis = pytest.importorskip("agent.vision.field_analysis")
     classifier = pytest.importorskip("agent.vision.classifier")
-    CellCall, CellFinding = classifier.CellCall, field_analysis.CellFinding  # noqa: N806
+    CellCall, CellFinding = classifier.CellCall, field_analysis.CellFinding
 
     call = CellCall(
         label="unidentified",
