@@ -9,7 +9,7 @@ docs/report.schema.json.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -177,7 +177,12 @@ class Report(_Doc):
     )
 
     def to_json(self) -> str:
-        return self.model_dump_json(exclude_none=False)
+        """The published JSON text (UTC times with 'Z')."""
+        return self.model_dump_json()
+
+    def to_document(self) -> dict[str, Any]:
+        """The published JSON as a dict (what the transport sends)."""
+        return self.model_dump(mode="json")
 
     def flag_codes(self) -> list[str]:
         return [f.code for f in self.flags]

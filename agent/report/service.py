@@ -58,6 +58,7 @@ from agent.report.pictures import (
 )
 from agent.report.store import CELLS_DIR, SampleStore, utc_now
 from agent.vision.model_card import ModelCard
+from drivers.camera.base import BgrImage
 
 _log = logging.getLogger(__name__)
 
@@ -128,7 +129,12 @@ class SampleRun:
             field.image,
         )
 
-    def add_findings(self, findings: FieldFindings, image: Any | None = None) -> list[int]:
+    @property
+    def field_geometries(self) -> tuple[FieldGeometry, ...]:
+        """The fields merged so far (e.g. for ``dedup.truth_in_fields`` in the simulator)."""
+        return self._merger.fields
+
+    def add_findings(self, findings: FieldFindings, image: BgrImage | None = None) -> list[int]:
         """Like ``add_field`` for callers holding geometry and image apart.
 
         A cell's crop is its ``FieldCell.crop`` when given, else cut from ``image``
