@@ -89,6 +89,7 @@ def render_table(report: Report) -> str:
                 WIDTH,
                 initial_indent="  ",
                 subsequent_indent="    ",
+                break_on_hyphens=False,
             )
         )
     t = report.timings
@@ -106,6 +107,7 @@ def render_table(report: Report) -> str:
             f"finished {_time(p.finished_at)}",
             WIDTH,
             subsequent_indent="  ",
+            break_on_hyphens=False,
         )
     )
     for entry in report.audit:
