@@ -25,6 +25,12 @@ class FieldImage:
     focus_ok: bool
     captured_at: float
     """Wall-clock capture time, seconds since the epoch (UTC)."""
+    focus_images: int = 0
+    """Images the autofocus took for this field (including this one)."""
+    focus_method: str = ""
+    """How focus was found: 'local' (check around the surface's prediction) or 'search'."""
+    rbc_coverage: float | None = None
+    """Share of the field covered by cells (see ``agent.acquisition.field_classes``)."""
 
     def to_slide(self, px: float, py: float) -> tuple[float, float]:
         """Slide coordinates (um) of image pixel (px, py)."""
