@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from drivers.config_model import StrictModel
+from drivers.sim.controller_config import VirtualControllerConfig
 
 DEFAULT_CLASS_MIX: dict[str, float] = {
     "neutrophil": 58.0,
@@ -193,6 +194,10 @@ class SimulatorConfig(StrictModel):
     )
     smear: SmearConfig = Field(default_factory=SmearConfig)
     optics: OpticsConfig = Field(default_factory=OpticsConfig)
+    controller: VirtualControllerConfig = Field(
+        default_factory=VirtualControllerConfig,
+        description="Motion timing of the virtual GRBL controller.",
+    )
     tile_cache_mb: int = Field(
         default=160,
         ge=16,

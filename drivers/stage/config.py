@@ -69,4 +69,16 @@ class StageConfig(StrictModel):
     z_feed_mm_min: float = Field(
         default=60.0, gt=0, le=5_000, description="Feed rate for Z (focus) moves (mm/min)."
     )
+    reconnect_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description=(
+            "How many times reconnect() reopens the port after the link was lost "
+            "(USB unplugged) before giving up."
+        ),
+    )
+    reconnect_interval_s: float = Field(
+        default=2.0, gt=0, le=60, description="Wait between two reconnect attempts (s)."
+    )
     limits: StageLimits = Field(default_factory=StageLimits)
