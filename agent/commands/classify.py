@@ -1,12 +1,36 @@
-"""``algocyte-agent classify``: name the cell in each single-cell image."""
+"""``algocyte-agent classify``: name the cell in each single-cell image.
+
+Output is parsed by tools outside the project: with ``--json`` one object per line,
+``{"path", "label", "top_label", "confidence", "probabilities"}``; without it an aligned
+table. A file that cannot be read is reported on stderr and skipped, the others are
+still classified, and the exit status is 1 if any file failed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
+
+import cv2
+import numpy as np
 
 from agent.commands.common import load_selected_config
-from agent.commands.pending import not_available
+from agent.errors import InputError
+from agent.vision.classifier import CellCall, CellClassifier
+from drivers.camera.base import BgrImage
+
+_log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+CHUNK = 32
+"""Images decoded and classified together: bounds memory on large directories."""
+EXIT_FILE_ERRORS = 1
 
 
 def register(
@@ -34,6 +58,129 @@ def register(
     p.set_defaults(func=execute)
 
 
+def image_files(paths: Sequence[Path]) -> Iterator[Path | InputError]:
+    """Files named on the command line, then images found under directories (sorted).
+
+    A path that does not exist yields an ``InputError`` in its place.
+    """
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            if not found:
+                _log.warning("%s: no images found", path)
+            yield from found
+        elif path.exists():
+            yield path
+        else:
+            yield InputError(f"{path}: no such file or directory")
+
+
+def read_image(path: Path) -> BgrImage:
+    """A BGR image, or InputError for an empty, unreadable or non-image file."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read file: {e.strerror or e}") from e
+    if data.size == 0:
+        raise InputError(f"{path}: empty file")
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if decoded is None or decoded.size == 0:
+        raise InputError(f"{path}: not a readable image")
+    return np.asarray(decoded, dtype=np.uint8)
+
+
+def _json_line(path: Path, call: CellCall) -> str:
+    return json.dumps(
+        {
+            "path": str(path),
+            "label": call.label,
+            "top_label": call.top_label,
+            "confidence": round(call.confidence, 6),
+            "probabilities": {k: round(v, 6) for k, v in call.probabilities.items()},
+        }
+    )
+
+
+class _Table:
+    """Aligned rows printed as they come (column widths fixed by the label set)."""
+
+    def __init__(self, out: TextIO, labels: Sequence[str]) -> None:
+        self._out = out
+        self._width = max(len(x) for x in [*labels, "unidentified", "label"])
+        self._header = False
+
+    def row(self, path: Path, call: CellCall) -> None:
+        w = self._width
+        if not self._header:
+            self._out.write(f"{'label':<{w}}  {'conf':>6}  {'top label':<{w}}  path\n")
+            self._header = True
+        self._out.write(
+            f"{call.label:<{w}}  {call.confidence:6.3f}  {call.top_label:<{w}}  {path}\n"
+        )
+
+
 def execute(args: argparse.Namespace) -> int:
-    load_selected_config(args, fallback="embedded")
-    raise not_available("cell classification")
+    config = load_selected_config(args, fallback="embedded")
+    pixel_size = float(args.pixel_size)
+    if not (pixel_size > 0 and math.isfinite(pixel_size)):
+        raise InputError(
+            f"--pixel-size must be a positive number of um per pixel, not {pixel_size}"
+        )
+    classifier = CellClassifier.load(config.vision.models_dir, threads=config.vision.threads)
+    out = sys.stdout
+    table = None if args.json else _Table(out, classifier.labels)
+    failures = 0
+
+    def fail(error: InputError) -> None:
+        nonlocal failures
+        failures += 1
+        sys.stderr.write(f"algocyte-agent: error: {error}\n")
+
+    def flush(batch: list[tuple[Path, BgrImage]]) -> None:
+        calls: list[CellCall | None]
+        try:
+            calls = list(classifier.classify([image for _, image in batch], pixel_size))
+        except InputError:
+            # One bad image in the chunk: classify one by one to name it.
+            calls = []
+            for path, image in batch:
+                try:
+                    calls.extend(classifier.classify([image], pixel_size))
+                except InputError as e:
+                    fail(InputError(f"{path}: {e}"))
+                    calls.append(None)
+        for (path, _), call in zip(batch, calls, strict=True):
+            if call is None:
+                continue
+            if table is None:
+                out.write(_json_line(path, call) + "\n")
+            else:
+                table.row(path, call)
+        out.flush()
+
+    pending: list[tuple[Path, BgrImage]] = []
+    try:
+        for item in image_files(args.paths):
+            if isinstance(item, InputError):
+                fail(item)
+                continue
+            try:
+                pending.append((item, read_image(item)))
+            except InputError as e:
+                fail(e)
+                continue
+            if len(pending) >= CHUNK:
+                flush(pending)
+                pending = []
+        if pending:
+            flush(pending)
+    except BrokenPipeError:
+        # The reader (e.g. ``| head``) went away: stop quietly, as Unix tools do.
+        sys.stderr.close()
+        return 0
+    if failures:
+        _log.info("%d file(s) could not be classified", failures)
+        return EXIT_FILE_ERRORS
+    return 0

@@ -1,0 +1,71 @@
+"""The white-cell classifier network: a compact ResNet that runs fast on a 2-core CPU.
+
+The network takes the 0.2 um/px crop and average-pools it 2x first (0.4 um/px): the
+measured accuracy at 0.4 um/px matched 0.2 um/px at a third of the cost, and the
+pooling makes it less sensitive to the sharpness of another lab's optics.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = conv_bn_relu(cin, cout, stride)
+        self.conv2 = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class CellNet(nn.Module):
+    """AvgPool(downsample) -> 3x3 stem (stride 2) -> 4 residual stages -> GAP -> linear."""
+
+    def __init__(
+        self,
+        n_classes: int,
+        downsample: int = 2,
+        stem: int = 24,
+        widths: tuple[int, ...] = (32, 64, 128, 192),
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        if downsample > 1:
+            layers.append(nn.AvgPool2d(downsample))
+        layers.append(conv_bn_relu(3, stem, 2))
+        cin = stem
+        for i, width in enumerate(widths):
+            layers.append(BasicBlock(cin, width, 1 if i == 0 else 2))
+            cin = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(cin, n_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for block in self.modules():
+            if isinstance(block, BasicBlock):
+                nn.init.zeros_(block.conv2[1].weight)  # each block starts as identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(x)).flatten(1)
+        return self.fc(self.dropout(x))

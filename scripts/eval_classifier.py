@@ -1,0 +1,173 @@
+"""Measure the shipped classifier again, from its files alone, through the runtime API.
+
+    .venv/bin/python scripts/eval_classifier.py [--models DIR] [--data DIR] [--json FILE]
+
+prints every number the model card reports: PBC val per-class recall/precision and
+confusion for INT8 (``CellClassifier``, the agent's own code path: rescale, crop, stain
+normalisation, onnxruntime) and FP32 (the card's ``fp32_file`` through the same code),
+the BCCD cross-lab 5-class accuracy and confusion (``classify_at`` on the whole fields
+at 0.0714 um/px, cells at their WBC box centres), the ``unidentified`` rates, latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from classifier_data import (
+    BCCD_CLASSES,
+    BCCD_PIXEL_SIZE_UM,
+    CLASSES,
+    DEFAULT_DATA,
+    PBC_PIXEL_SIZE_UM,
+    bccd_fields,
+)
+from classifier_metrics import bccd_metrics, pbc_metrics, unidentified_stats
+
+from agent.errors import ModelLoadError
+from agent.vision.classifier import CellClassifier
+from agent.vision.model_card import file_sha256, shipped_models_dir
+from agent.vision.runtime import LoadedModel, session_options
+
+_log = logging.getLogger("eval_classifier")
+
+
+def fp32_classifier(int8: CellClassifier, models_dir: Path, threads: int) -> CellClassifier:
+    """The card's FP32 twin behind the same pre-processing, sha256-checked too."""
+    import onnxruntime as ort
+
+    extra = int8.card.model_extra or {}
+    path = models_dir / str(extra.get("fp32_file", ""))
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: FP32 model named by the card not found")
+    if file_sha256(path) != extra.get("fp32_sha256"):
+        raise ModelLoadError(f"{path}: sha256 does not match the card's fp32_sha256")
+    sess = ort.InferenceSession(str(path), session_options(threads), ["CPUExecutionProvider"])
+    return CellClassifier(LoadedModel(card=int8.card, path=path, session=sess))
+
+
+def pbc_val(data: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    images, labels = [], []
+    for i, name in enumerate(CLASSES):
+        for path in sorted((data / "pbc" / "val" / name).glob("*.jpg")):
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise OSError(f"{path}: cannot read")
+            images.append(bgr)
+            labels.append(i)
+    return images, np.array(labels)
+
+
+def evaluate(models_dir: Path, data: Path, threads: int) -> dict[str, Any]:
+    int8 = CellClassifier.load(models_dir, threads=threads)
+    fp32 = fp32_classifier(int8, models_dir, threads)
+    images, labels = pbc_val(data)
+    fields, skipped = bccd_fields(data)
+    result: dict[str, Any] = {"models_dir": str(models_dir), "sha256": int8.card.sha256}
+    for name, clf in (("int8", int8), ("fp32", fp32)):
+        start = time.perf_counter()
+        calls = clf.classify(images, PBC_PIXEL_SIZE_UM)
+        elapsed = time.perf_counter() - start
+        probs = np.array([[c.probabilities[x] for x in clf.labels] for c in calls])
+        pbc = pbc_metrics(np.log(np.maximum(probs, 1e-12)), labels)
+        pbc["ms_per_cell_end_to_end"] = 1000 * elapsed / len(images)
+        pbc["unidentified"] = unidentified_stats(probs, labels, clf.threshold)
+        truth, bprobs = [], []
+        for field in fields:
+            bgr = cv2.imread(str(field.path), cv2.IMREAD_COLOR)
+            for call in clf.classify_at(bgr, field.centres, BCCD_PIXEL_SIZE_UM):
+                truth.append(field.label)
+                bprobs.append([call.probabilities[x] for x in clf.labels])
+        bp = np.array(bprobs)
+        bccd = bccd_metrics(np.log(np.maximum(bp, 1e-12)), truth)
+        bccd["skipped_fields"] = skipped
+        bccd["unidentified"] = unidentified_stats(
+            bp, np.array([CLASSES.index(t) for t in truth]), clf.threshold
+        )
+        result[name] = {"pbc_val": pbc, "bccd": bccd}
+    result["threshold"] = int8.threshold
+    result["temperature"] = int8.temperature
+    return result
+
+
+def report(r: dict[str, Any]) -> str:
+    out = []
+    i8, f32 = r["int8"], r["fp32"]
+    out.append(f"models: {r['models_dir']} (sha256 {r['sha256'][:16]}...)")
+    out.append(
+        f"PBC val accuracy: INT8 {100 * i8['pbc_val']['accuracy']:.2f} %, "
+        f"FP32 {100 * f32['pbc_val']['accuracy']:.2f} % (n = {i8['pbc_val']['n']})"
+    )
+    out.append("")
+    out.append(
+        "| class | n | INT8 recall % | INT8 precision % | FP32 recall % | FP32 precision % |"
+    )
+    out.append("|---|---|---|---|---|---|")
+    for c in CLASSES:
+        out.append(
+            f"| {c} | {i8['pbc_val']['support'][c]} | {100 * i8['pbc_val']['recall'][c]:.1f} | "
+            f"{100 * i8['pbc_val']['precision'][c]:.1f} | {100 * f32['pbc_val']['recall'][c]:.1f} | "
+            f"{100 * f32['pbc_val']['precision'][c]:.1f} |"
+        )
+    out.append("")
+    out.append("PBC val confusion (INT8), rows truth, columns predicted:")
+    out.append("| | " + " | ".join(c[:5] for c in CLASSES) + " |")
+    out.append("|---|" + "---|" * len(CLASSES))
+    for c, row in zip(CLASSES, i8["pbc_val"]["confusion"], strict=True):
+        out.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    out.append("")
+    b = i8["bccd"]
+    out.append(
+        f"BCCD 5-class accuracy: INT8 {100 * b['accuracy']:.1f} %, FP32 "
+        f"{100 * f32['bccd']['accuracy']:.1f} %, INT8 balanced {100 * b['balanced_accuracy']:.1f} % "
+        f"(n = {b['n']}; skipped fields {b['skipped_fields']})"
+    )
+    out.append("| truth \\ predicted | " + " | ".join(b["confusion_cols"]) + " |")
+    out.append("|---|" + "---|" * len(b["confusion_cols"]))
+    for c, row in zip(BCCD_CLASSES, b["confusion"], strict=True):
+        out.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    out.append(f"BCCD predicted (INT8): {b['predicted']}")
+    out.append("")
+    u, ub = i8["pbc_val"]["unidentified"], b["unidentified"]
+    out.append(
+        f"unidentified (confidence < {r['threshold']}, T = {r['temperature']:.3f}): PBC val "
+        f"{100 * u['unidentified_fraction']:.2f} % of cells, accuracy of the rest "
+        f"{100 * u['accuracy_of_identified']:.2f} %, {100 * u['errors_caught_fraction']:.0f} % of "
+        f"errors caught; BCCD {100 * ub['unidentified_fraction']:.1f} % of cells, 8-class accuracy "
+        f"of the rest {100 * ub['accuracy_of_identified']:.1f} %"
+    )
+    out.append(
+        f"end-to-end ms per cell (PBC val, batched, this machine): INT8 "
+        f"{i8['pbc_val']['ms_per_cell_end_to_end']:.2f}, FP32 {f32['pbc_val']['ms_per_cell_end_to_end']:.2f}"
+    )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", type=Path, default=shipped_models_dir())
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, help="also write the full results here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    result = evaluate(args.models, args.data, args.threads)
+    print(report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Train, quantize and card the white-cell classifier (PBC, 8 classes) on a 2-core CPU.
+
+    flock /tmp/algocyte-train.lock .venv/bin/python scripts/train_classifier.py
+
+does the full run: decode PBC once into memory, train from scratch with batched
+augmentation, export ONNX, quantize to INT8 (static QDQ, per-channel), evaluate FP32
+and INT8 on PBC val and on the BCCD white cells (cross-lab check, never trained on),
+fit the temperature and the ``unidentified`` threshold, and write
+``models/classifier.int8.onnx``, ``models/classifier.fp32.onnx``,
+``models/classifier.card.json`` and ``models/classifier.md``.
+
+``--experiment NAME`` trains and evaluates (torch FP32) only, appending one JSON line to
+``runs/classifier/experiments.jsonl``: how the stain-normalisation and augmentation
+options were compared.
+
+Training inputs go through ``agent.vision.preprocess.InputTransform.network_input``
+(stain normalisation, mean/std), the very code the runtime uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from classifier_augment import AugmentConfig, augment
+from classifier_data import (
+    CLASSES,
+    DEFAULT_DATA,
+    REPO,
+    bccd_white_cells,
+    centre_crop,
+    load_pbc,
+)
+from classifier_metrics import bccd_metrics, pbc_metrics
+from classifier_net import CellNet
+
+from agent.vision import stain
+from agent.vision.preprocess import InputTransform
+
+_log = logging.getLogger("train_classifier")
+
+REFERENCE_UM = 0.2
+STAT_SAMPLE = 2000
+"""Training crops used to fit the stain reference and the input mean/std."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with pbc/ and bccd/")
+    p.add_argument("--models", type=Path, default=REPO / "models", help="where to ship")
+    p.add_argument("--work", type=Path, default=REPO / "runs" / "classifier")
+    p.add_argument("--stain", choices=stain.METHODS, default="background")
+    p.add_argument("--aug", choices=["strong", "geometric"], default="strong")
+    p.add_argument("--crop", type=int, default=128, help="crop side, px at 0.2 um/px")
+    p.add_argument("--downsample", type=int, default=2, help="average pooling in the network")
+    p.add_argument("--epochs", type=int, default=18)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.2, help="peak of the one-cycle schedule")
+    p.add_argument("--wd", type=float, default=5e-4)
+    p.add_argument("--smoothing", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke)")
+    p.add_argument("--experiment", metavar="NAME", help="train + evaluate only, no shipping")
+    p.add_argument("--version", default="1.0.0")
+    return p.parse_args(argv)
+
+
+def fit_transform(train_images: np.ndarray, method: str, crop: int, seed: int) -> InputTransform:
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(train_images), min(STAT_SAMPLE, len(train_images)), replace=False)
+    crops = centre_crop(train_images[np.sort(idx)], crop)
+    reference = stain.fit_reference(list(crops), method)  # type: ignore[arg-type]
+    normed = stain.normalize(crops, reference)
+    mean = normed.mean(axis=(0, 1, 2))
+    std = normed.std(axis=(0, 1, 2))
+    return InputTransform(
+        crop_px=crop,
+        pixel_size_um=REFERENCE_UM,
+        reference=reference,
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
+    )
+
+
+def aug_stains(train_images: np.ndarray, crop: int) -> torch.Tensor:
+    """PBC's own stain vectors: the basis the stain-jitter augmentation perturbs."""
+    ref = stain.fit_reference(list(centre_crop(train_images[::25], crop)), "macenko")
+    return torch.tensor(ref.stains, dtype=torch.float32)
+
+
+def predict(
+    model: torch.nn.Module, transform: InputTransform, crops: np.ndarray, batch: int = 256
+) -> np.ndarray:
+    """Logits of RGB uint8 crops (already at crop size) through the runtime transform."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(crops), batch):
+            x = torch.from_numpy(transform.network_input(crops[i : i + batch]))
+            out.append(model(x.contiguous(memory_format=torch.channels_last)).numpy())
+    return np.concatenate(out)
+
+
+def train(
+    args: argparse.Namespace,
+    images: np.ndarray,
+    labels: np.ndarray,
+    transform: InputTransform,
+    stains_t: torch.Tensor,
+) -> tuple[CellNet, list[dict[str, float]]]:
+    g = torch.Generator().manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    model = CellNet(len(CLASSES), downsample=args.downsample).to(memory_format=torch.channels_last)
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (no_decay if param.ndim <= 1 else decay).append(param)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        momentum=0.9,
+        nesterov=True,
+    )
+    steps_per_epoch = len(images) // args.batch
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.25
+    )
+    cfg = AugmentConfig(strong=args.aug == "strong")
+    history = []
+    for epoch in range(args.epochs):
+        model.train()
+        start = time.time()
+        t_aug = t_norm = 0.0
+        perm = rng.permutation(len(images))
+        total, correct, loss_sum = 0, 0, 0.0
+        for step in range(steps_per_epoch):
+            idx = np.sort(perm[step * args.batch : (step + 1) * args.batch])
+            t0 = time.time()
+            u8 = augment(torch.from_numpy(images[idx]), args.crop, stains_t, cfg, g)
+            t1 = time.time()
+            x = torch.from_numpy(transform.network_input(u8.numpy()))
+            t2 = time.time()
+            t_aug += t1 - t0
+            t_norm += t2 - t1
+            y = torch.from_numpy(labels[idx])
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(logits, y, label_smoothing=args.smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += float(loss.detach()) * len(idx)
+        entry = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / total,
+            "train_acc": correct / total,
+            "seconds": time.time() - start,
+            "aug_s": t_aug,
+            "norm_s": t_norm,
+        }
+        history.append(entry)
+        _log.info(
+            "epoch %d/%d loss %.4f acc %.4f %.0fs (aug %.0fs, norm %.0fs)",
+            epoch + 1,
+            args.epochs,
+            entry["loss"],
+            entry["train_acc"],
+            entry["seconds"],
+            t_aug,
+            t_norm,
+        )
+    model.eval()
+    return model, history
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    wall_start = time.time()
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    train_set = load_pbc(args.data, "train")
+    val_set = load_pbc(args.data, "val")
+    if args.limit:
+        keep = np.random.default_rng(0).choice(len(train_set.labels), args.limit, replace=False)
+        train_set.images, train_set.labels = train_set.images[keep], train_set.labels[keep]
+    transform = fit_transform(train_set.images, args.stain, args.crop, args.seed)
+    stains_t = aug_stains(train_set.images, args.crop)
+    _log.info("input transform: %s", json.dumps(transform.to_spec()))
+    load_s = time.time() - wall_start
+
+    model, history = train(args, train_set.images, train_set.labels, transform, stains_t)
+    train_s = time.time() - wall_start - load_s
+    torch.save(
+        {"state_dict": model.state_dict(), "transform": transform.to_spec(), "args": vars(args)},
+        args.work / f"{args.experiment or 'classifier'}.pt",
+    )
+
+    val_crops = centre_crop(val_set.images, args.crop)
+    val_logits = predict(model, transform, val_crops)
+    bccd = bccd_white_cells(args.data, args.crop)
+    bccd_logits = predict(model, transform, bccd.crops)
+    result = {
+        "name": args.experiment or "ship",
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "pbc_val": pbc_metrics(val_logits, val_set.labels),
+        "bccd": bccd_metrics(bccd_logits, bccd.labels),
+        "bccd_skipped": bccd.skipped,
+        "load_s": load_s,
+        "train_s": train_s,
+        "history": history,
+    }
+    _log.info(
+        "%s: PBC val %.4f, BCCD 5-class %.4f (balanced %.4f), predicted %s",
+        result["name"],
+        result["pbc_val"]["accuracy"],
+        result["bccd"]["accuracy"],
+        result["bccd"]["balanced_accuracy"],
+        result["bccd"]["predicted"],
+    )
+    if args.experiment:
+        with (args.work / "experiments.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+        return 0
+
+    from ship_classifier import ship
+
+    ship(
+        args=args,
+        model=model,
+        transform=transform,
+        train_images=train_set.images,
+        val_crops=val_crops,
+        val_labels=val_set.labels,
+        bccd=bccd,
+        result=result,
+        wall_start=wall_start,
+        command=" ".join(
+            shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]
+        ),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
