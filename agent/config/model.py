@@ -47,7 +47,8 @@ class AgentConfig(StrictModel):
         uses_sim = []
         if self.stage.port == SIMULATOR_PORT:
             uses_sim.append(f"stage.port is '{SIMULATOR_PORT}'")
-        if self.camera.type == "simulated":
+        if self.camera.type == "simulated" and not self.camera.device:
+            # With a device address the camera is another process's ('algocyte-agent sim').
             uses_sim.append("camera.type is 'simulated'")
         if uses_sim and self.simulator is None:
             raise ValueError(
