@@ -201,12 +201,7 @@ class OpenCvCamera:
             if self._gains is not None:
                 red, blue = self._gains
                 gains = np.array([blue, 1.0, red], dtype=np.float32)
-                image = np.asarray(
-                    cv2.convertScaleAbs(
-                        cv2.multiply(image, gains[None, None, :], dtype=cv2.CV_32F)
-                    ),
-                    np.uint8,
-                )
+                image = np.clip(image * gains + 0.5, 0, 255).astype(np.uint8)
             exposure = s.exposure_us or 0
             if self._is_device and self._cap is not None:
                 measured = float(self._cap.get(cv2.CAP_PROP_EXPOSURE))

@@ -19,6 +19,8 @@ from drivers.sim.smear import Rect
 MAX_DIRECT_SIGMA_PX = 4.0
 """Blurs wider than this are done on a shrunk image (same result, a fraction of the work)."""
 MIN_SIGMA_PX = 0.05
+MAX_DEFOCUS_SIGMA_PX = 120.0
+"""Widest defocus blur rendered (px); reached about 80 um from focus at the defaults."""
 """Below this a blur changes nothing visible and is skipped."""
 
 
@@ -45,8 +47,12 @@ class FocalSurface:
 
 
 def defocus_sigma_px(dz_um: float, blur_um_per_um: float, pixel_size_um: float) -> float:
-    """Gaussian sigma (output px) of the blur at ``dz_um`` from best focus."""
-    return abs(dz_um) * blur_um_per_um / pixel_size_um
+    """Gaussian sigma (output px) of the blur at ``dz_um`` from best focus.
+
+    Capped at ``MAX_DEFOCUS_SIGMA_PX``: far from focus the field is a featureless wash
+    either way, and an uncapped blur would need a huge neighbourhood of the slide.
+    """
+    return min(abs(dz_um) * blur_um_per_um / pixel_size_um, MAX_DEFOCUS_SIGMA_PX)
 
 
 def blur_margin_px(sigma_px: float) -> int:

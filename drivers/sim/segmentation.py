@@ -48,6 +48,9 @@ LOBE_GAP_PX = 9
 """Blobs within this distance of the central nucleus are lobes of the same nucleus."""
 PERIPHERY_FRACTION = 0.36
 """Pixels farther than this fraction of the image size from the centre teach the red-cell model."""
+RED_CELL_OD_FLOOR = 0.02
+"""Least spread (OD) of the red-cell colour model in every direction, so red cells that
+all have exactly the same colour (rendered ones) still have a usable model."""
 RED_CELL_DISTANCE = 2.2
 """Mahalanobis distance from the red-cell model beyond which a pixel is not a red cell."""
 SMOOTH_KERNEL_PX = 5
@@ -171,7 +174,7 @@ def _red_cell_distance(od: FloatArray, absorbing: npt.NDArray[np.bool_]) -> Floa
         # Hardly any red cells around: nothing to exclude.
         return np.full((h, w), np.inf, dtype=np.float32)
     mean = sample.mean(axis=0)
-    cov = np.cov(sample.T) + np.eye(3) * 1e-4
+    cov = np.cov(sample.T) + np.eye(3) * RED_CELL_OD_FLOOR**2
     inv = np.linalg.inv(cov).astype(np.float32)
     d = od - mean.astype(np.float32)
     dist2 = np.einsum("hwi,ij,hwj->hw", d, inv, d)
@@ -320,7 +323,7 @@ def segment_cell(image: BgrImage) -> CellMask:
     # Pale cytoplasm with the red cells' colour (neutrophils) is found by its outline instead:
     # the cell ends where the glass begins, except where a neighbour touches it, and those
     # directions are recognised as sticking out of the cell's roundish outline.
-    blob = _filled(_component_of(absorbing.astype(np.uint8) | nucleus, nucleus))
+    blob = _component_of(absorbing.astype(np.uint8) | nucleus, nucleus)
     blob[cv2.dilate(other, kernel) > 0] = 0
     region |= _star_outline(_split_touching(blob, nucleus), nucleus)
     region = np.asarray(cv2.morphologyEx(region, cv2.MORPH_CLOSE, kernel), np.uint8)
