@@ -24,6 +24,8 @@ device that streams noise cannot make the reader buffer grow without bound."""
 
 _READ_CHUNK = 4096
 _READ_SLICE_S = 0.05
+_WRITE_TIMEOUT_S = 2.0
+"""A write blocked this long (device not draining its input) is a lost link (s)."""
 """pyserial read timeout: a readline deadline is honoured to within this (s)."""
 
 
@@ -94,7 +96,7 @@ class SerialLink:
                 parity=serial.PARITY_NONE,
                 stopbits=serial.STOPBITS_ONE,
                 timeout=_READ_SLICE_S,
-                write_timeout=2.0,
+                write_timeout=_WRITE_TIMEOUT_S,
                 exclusive=self._exclusive,
             )
         except (serial.SerialException, OSError, ValueError) as e:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 
 from drivers.errors import DeviceConnectionError, DeviceError, UnsupportedFeatureError
-from drivers.sim.controller_config import FAST_TIMING
 from drivers.sim.virtual_grbl import VirtualGrblController
 from drivers.stage.base import Position
 from drivers.stage.errors import (
@@ -21,12 +20,14 @@ from drivers.stage.errors import (
 )
 from drivers.stage.factory import build_stage
 from drivers.stage.grbl import GrblStage
-from tests.virtual_grbl_support import connected_stage, running_controller, stage_config
+from tests.virtual_grbl_support import (
+    SLOW_XY,
+    connected_stage,
+    running_controller,
+    stage_config,
+)
 
 pytestmark = pytest.mark.timeout(30)
-
-SLOW_XY = FAST_TIMING.model_copy(update={"xy_max_speed_mm_s": 10.0, "xy_accel_mm_s2": 50.0})
-"""Default-speed XY (10 mm/s) so a move lasts long enough to watch, with fast homing."""
 
 
 @pytest.fixture
@@ -142,10 +143,10 @@ def test_move_without_waiting_then_wait_idle() -> None:
         connected_stage(controller, stage_config(xy_feed_mm_min=600.0)) as stage,
     ):
         stage.home()
-        stage.move_to(x_um=3_000.0, wait=False)
+        stage.move_to(x_um=8_000.0, wait=False)
         assert stage.status().state == "Run"
-        assert controller.true_position().x_um < 3_000.0
-        assert _close(stage.wait_idle(), Position(3_000.0, 0.0, 0.0))
+        assert controller.true_position().x_um < 8_000.0
+        assert _close(stage.wait_idle(), Position(8_000.0, 0.0, 0.0))
         assert controller.state == "Idle"
 
 
@@ -186,7 +187,7 @@ def test_stop_from_another_thread_interrupts_a_move() -> None:
 
         mover = threading.Thread(target=move)
         mover.start()
-        time.sleep(0.5)
+        time.sleep(0.3)
         stage.stop()
         mover.join(timeout=10)
         assert not mover.is_alive()

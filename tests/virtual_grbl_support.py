@@ -25,6 +25,11 @@ STATUS_RE = re.compile(
 )
 """A status report, parsed independently of the driver's own parser."""
 
+SLOW_XY = FAST_TIMING.model_copy(
+    update={"xy_max_speed_mm_s": 10.0, "xy_accel_mm_s2": 500.0, "homing_pulloff_mm": 0.2}
+)
+"""XY at the default 10 mm/s, so a move lasts long enough to watch; quick homing."""
+
 
 def stage_config(**overrides: Any) -> StageConfig:
     """Stage settings for tests: the fast controller's speeds and short timeouts."""

@@ -63,6 +63,10 @@ _STATUS_POLL_S = 0.05
 _DRAIN_QUIET_S = 0.1
 """Resynchronising first drops stale lines until the link is quiet this long (s)."""
 _LIMIT_TOLERANCE_UM = 1e-6
+_NOISE_WARNINGS = 5
+"""Consecutive noise lines logged as warnings; the rest of a burst only at debug level."""
+_NOISE_LIMIT_AT_CONNECT = 50
+"""Noise lines tolerated while waiting for the banner before deciding it is not GRBL."""
 _PLANNER_SLOTS = 15
 """GRBL's planner buffer; past it, a move's 'ok' waits until a queued move finishes."""
 
@@ -89,6 +93,7 @@ class GrblStage:
         self._desynced = False
         self._led_level = 0
         self._moves_in_flight = 0
+        self._noise_run = 0
 
     # -- public API (drivers.stage.base.Stage) ---------------------------------------
 
@@ -365,8 +370,11 @@ class GrblStage:
         self._link.write(SOFT_RESET)
         deadline = time.monotonic() + timeout_s
         others: list[str] = []
+        noise_limit = _NOISE_LIMIT_AT_CONNECT if connecting else None
         while True:
-            message = self._next_message(deadline, timeout_s, "the banner after a soft reset")
+            message = self._next_message(
+                deadline, timeout_s, "the banner after a soft reset", noise_limit=noise_limit
+            )
             if isinstance(message, Banner):
                 self._desynced = False
                 self._wco_mm = None
@@ -380,7 +388,7 @@ class GrblStage:
                 self._homing_reason = f"ALARM:{message.code} at reset"
             elif not isinstance(message, StatusReport):
                 others.append(_describe(message))
-            if connecting and len(others) > 50:
+            if connecting and len(others) > _NOISE_LIMIT_AT_CONNECT:
                 raise ProtocolError(
                     f"the device on {self.port} does not answer like a GRBL controller "
                     f"(no banner after a soft reset; it sent e.g. {others[:3]})"
@@ -506,8 +514,15 @@ class GrblStage:
                 self._desynced = False
                 return
 
-    def _next_message(self, deadline: float, timeout_s: float, waiting_for: str) -> Message:
-        """The next meaningful line, skipping noise; raises on timeout, stop() or link loss."""
+    def _next_message(
+        self, deadline: float, timeout_s: float, waiting_for: str, *, noise_limit: int | None = None
+    ) -> Message:
+        """The next meaningful line, skipping noise; raises on timeout, stop() or link loss.
+
+        ``noise_limit``: how many unrecognised lines to skip before deciding the device
+        is not a GRBL controller at all (used while connecting).
+        """
+        skipped = 0
         while True:
             self._check_cancel(waiting_for)
             remaining = deadline - time.monotonic()
@@ -521,18 +536,29 @@ class GrblStage:
             if raw is None:
                 continue
             text = clean(raw)
-            if not text:
-                if raw.strip():
-                    _log.warning("skipping %d bytes of line noise from %s", len(raw), self.port)
+            message = parse_line(text) if text else None
+            if message is None or isinstance(message, Unknown):
+                if text or raw.strip():
+                    self._noise(raw)
+                    skipped += 1
+                if noise_limit is not None and skipped > noise_limit:
+                    raise ProtocolError(
+                        f"the device on {self.port} does not answer like a GRBL controller "
+                        f"({skipped} unrecognised lines while waiting for {waiting_for}; "
+                        "wrong port or baud rate?)"
+                    )
                 continue
+            self._noise_run = 0
             _log.debug("<- %s", text)
-            message = parse_line(text)
-            if isinstance(message, Unknown):
-                _log.warning("skipping unexpected line from %s: %r", self.port, text)
-                continue
             if isinstance(message, Feedback) and message.kind == "MSG":
                 _log.info("controller message: %s", message.text)
             return message
+
+    def _noise(self, raw: bytes) -> None:
+        """Skip a line that is not GRBL's; warn about the start of a burst, not every line."""
+        self._noise_run += 1
+        level = logging.WARNING if self._noise_run <= _NOISE_WARNINGS else logging.DEBUG
+        _log.log(level, "skipping a line that is not GRBL's from %s: %r", self.port, raw[:80])
 
     def _readline(self, timeout_s: float, waiting_for: str) -> bytes | None:
         try:
