@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.config.model import AgentConfig
 from agent.report.model import report_json_schema
+from agent.transport.schemas import MQTT_SCHEMAS
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -25,4 +26,5 @@ def config_schema() -> dict[str, Any]:
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "config.schema.json": config_schema,
     "report.schema.json": report_json_schema,
+    **MQTT_SCHEMAS,
 }

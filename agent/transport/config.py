@@ -62,6 +62,57 @@ class MqttConfig(StrictModel):
     reconnect_max_s: float = Field(
         default=60.0, gt=0, le=3600, description="Longest reconnect delay."
     )
+    client_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+        description=(
+            "MQTT client id; empty means 'algocyte-<device_id>'. Must be unique on the broker: "
+            "a second client with the same id disconnects the first."
+        ),
+    )
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Longest wait for the TCP and TLS handshake (s)."
+    )
+    session_expiry_s: int = Field(
+        default=0,
+        ge=0,
+        le=4_294_967_295,
+        description=(
+            "How long the broker keeps this client's session (subscription and queued "
+            "requests) while it is offline (s). 0 = a clean session on every connect, so "
+            "requests sent while the analyzer was offline are not delivered later."
+        ),
+    )
+    max_request_bytes: int = Field(
+        default=65_536,
+        ge=256,
+        le=16_777_216,
+        description="Largest request payload accepted (bytes); larger ones get an error response.",
+    )
+    command_max_age_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description=(
+            "A request whose 'sent_at' is older than this (s) is refused as stale, so a "
+            "start_sample queued during an outage does not run long after it was sent."
+        ),
+    )
+    outbox_inflight: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description=(
+            "Most result/event messages published and not yet acknowledged (PUBACK) at once; "
+            "the rest wait in the outbox, in order."
+        ),
+    )
+    stop_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="On shutdown, longest wait for the broker to acknowledge 'stopped' (s).",
+    )
 
     @model_validator(mode="after")
     def _backoff_ordered(self) -> MqttConfig:
