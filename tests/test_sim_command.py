@@ -173,6 +173,22 @@ def test_sim_json_output_and_fixed_addresses(tmp_path: Path) -> None:
     assert not link.exists()
 
 
+def test_killed_sim_restarts_on_the_same_camera_address(tmp_path: Path) -> None:
+    address = f"unix://{tmp_path / 'camera.sock'}"
+    first = SimProcess("--camera", address)
+    assert first.printed["camera"] == address
+    first.proc.kill()  # SIGKILL: no clean-up, the socket file stays behind
+    first.proc.wait(timeout=20)
+    assert (tmp_path / "camera.sock").exists()
+    second = SimProcess("--camera", address)
+    try:
+        camera = SimulatedCameraClient(address, open_timeout_s=5, capture_timeout_s=30)
+        assert camera.capture().image.ndim == 3
+        camera.close()
+    finally:
+        assert second.stop(signal.SIGTERM) == 0
+
+
 def test_sim_with_a_bad_cell_library_is_one_line_error(tmp_path: Path) -> None:
     exe = shutil.which("algocyte-agent", path=str(Path(sys.executable).parent)) or "algocyte-agent"
     result = subprocess.run(

@@ -103,7 +103,7 @@ class SimulatedAnalyzer:
             width=self.camera_config.width,
             height=self.camera_config.height,
         )
-        self._cameras.append(cam)
+        self._cameras = [c for c in self._cameras if not c.closed] + [cam]
         return cam
 
     def best_focus_z(self, x_um: float, y_um: float) -> float:

@@ -192,6 +192,7 @@ class VirtualCamera:
         with self._lock:
             self._closed = True
             self._noise = None
+            self._vignette = None
 
     # -- what tests and tools may ask -------------------------------------------------------
 
@@ -199,6 +200,11 @@ class VirtualCamera:
     def settings(self) -> SensorState:
         with self._lock:
             return self._state
+
+    @property
+    def closed(self) -> bool:
+        with self._lock:
+            return self._closed
 
     @property
     def capture_count(self) -> int:
