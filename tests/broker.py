@@ -155,6 +155,8 @@ class Broker:
     certs: Certs | None = None
     persistent: bool = False
     """Keep sessions, queued messages and retained messages across a restart."""
+    acl: str | None = None
+    """mosquitto ACL lines for the plain listener (None: everything allowed)."""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -180,6 +182,10 @@ class Broker:
             f"listener {self.port} {HOST}",
             "allow_anonymous true",
         ]
+        if self.acl is not None:
+            acl_file = self.workdir / "acl"
+            acl_file.write_text(self.acl, encoding="utf-8")
+            lines.append(f"acl_file {acl_file}")
         if self.tls_port is not None and self.certs is not None:
             passwd = self.workdir / "passwd"
             if self.username is not None and self.password is not None:
@@ -245,6 +251,7 @@ def running_broker(
     username: str | None = None,
     password: str | None = None,
     persistent: bool = False,
+    acl: str | None = None,
 ) -> Iterator[Broker]:
     workdir.mkdir(parents=True, exist_ok=True)
     broker = Broker(
@@ -255,6 +262,7 @@ def running_broker(
         password=password,
         certs=certs,
         persistent=persistent,
+        acl=acl,
     )
     broker.start()
     try:

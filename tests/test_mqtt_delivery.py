@@ -132,6 +132,29 @@ def test_message_whose_puback_is_lost_is_sent_again_once_after_reconnect(
         front.close()
 
 
+def test_result_refused_by_the_broker_stays_in_the_outbox_until_accepted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The broker's ACL lets the analyzer publish events but not results: MQTT 5
+    # answers the result's PUBLISH with PUBACK 'Not authorized'.
+    deny = "topic write algocyte/dev-1/availability\ntopic readwrite watch/#\n"
+    with running_broker(tmp_path / "broker", acl=deny) as broker:
+        with started_link(broker.port, tmp_path / "state", NoCommands()) as link:
+            link.submit_result("denied", [("results", report("denied"))])
+            wait_for(lambda: "Not authorized" in caplog.text, what="the refusal to be logged")
+            assert [r.key for r in link.outbox.pending()] == ["denied"]
+        broker.acl = None  # the operator fixes the ACL
+        broker.stop()
+        broker.start()
+        with (
+            watching(broker.port, RESULTS) as watcher,
+            started_link(broker.port, tmp_path / "state", NoCommands()) as link,
+        ):
+            msg = watcher.wait_topic(RESULTS)[0]
+            assert msg.json()["result_id"] == "denied" and is_replayed(msg.payload)
+            wait_for(lambda: link.outbox.count() == 0, what="the accepted result's PUBACK")
+
+
 def test_sigkill_after_the_outbox_write_before_puback_then_restart_delivers(
     broker: Broker, tmp_path: Path
 ) -> None:

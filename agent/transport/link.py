@@ -114,6 +114,11 @@ class _ClosedBeforeConnack:
 
 
 @dataclass(frozen=True)
+class _SubscribeFailed:
+    reason: str
+
+
+@dataclass(frozen=True)
 class _Acked:
     gen: int
     mid: int
@@ -154,6 +159,7 @@ _Event = (
     | _ConnectFailed
     | _Refused
     | _ClosedBeforeConnack
+    | _SubscribeFailed
     | _Acked
     | _Kick
     | _Latest
@@ -272,7 +278,16 @@ class MqttLink:
         self._events.put(_Stop(done))
         if not done.wait(self._config.stop_timeout_s + self._config.connect_timeout_s + 2.0):
             _log.warning("the MQTT link did not stop in time")
-        self._put_request(None)
+        # Disconnected now: no request arrives any more, and none waiting can be answered.
+        dropped = 0
+        while not self._put_request(None):
+            try:
+                self._requests.get_nowait()
+                dropped += 1
+            except queue.Empty:
+                pass
+        if dropped:
+            _log.warning("%d request(s) left unanswered at shutdown", dropped)
         link.join(THREAD_JOIN_S)
         if commands is not None:
             commands.join(THREAD_JOIN_S)
@@ -428,8 +443,7 @@ class MqttLink:
             return
         failed = [str(r) for r in reasons if r.is_failure]
         if failed:
-            self._last_error = f"the broker refused the command subscription: {failed[0]}"
-            _log.error("%s; commands cannot be received (check the broker's ACL)", self._last_error)
+            self._events.put(_SubscribeFailed(failed[0]))
         if self._live_gen is not None:
             self._connected_event.set()
 
@@ -524,6 +538,11 @@ class MqttLink:
                 self._connect_failed()
             case _ClosedBeforeConnack():
                 self._closed_before_connack(event)
+            case _SubscribeFailed():
+                self._last_error = f"the broker refused the command subscription: {event.reason}"
+                _log.error(
+                    "%s; commands cannot be received (check the broker's ACL)", self._last_error
+                )
             case _Stop():
                 self._begin_stop(event)
 
