@@ -210,6 +210,8 @@ class MqttLink:
         self._kick_pending = False
 
         # Shared between paho's thread (writes) and the link thread (reads, publishes).
+        # _gen_lock makes "is this connection still the live one, then publish" atomic
+        # against on_connect, which drops paho's queued copies and starts a new one.
         self._gen_lock = threading.Lock()
         self._gen = 0
         self._live_gen: int | None = None
@@ -413,9 +415,10 @@ class MqttLink:
         if self._awaiting_connack:
             self._awaiting_connack = False
             self._events.put(_ClosedBeforeConnack(self._version))
-        with self._gen_lock:
-            gen = self._live_gen
-            self._live_gen = None
+        # No lock here: paho may call this while holding its message lock, which the
+        # link thread waits for inside publish() while holding _gen_lock. A publish
+        # racing with the loss stays in paho's queue and is dropped at the next connect.
+        gen, self._live_gen = self._live_gen, None
         self._connected_event.clear()
         if gen is not None:
             self._events.put(_Disconnected(gen, str(reason)))
