@@ -457,6 +457,7 @@ class VirtualGrblController:
 
     def _system_command(self, line: str, gen: int) -> int:
         with self._cond:
+            self._check_gen(gen)
             now = time.monotonic()
             state = self._state_name(now)
             if line == "$":
@@ -595,6 +596,7 @@ class VirtualGrblController:
         except GcodeError as e:
             return e.code
         with self._cond:
+            self._check_gen(gen)
             modal = self._modal
             words = dict(block.words)
             units = block.g.get("units", modal.units)

@@ -88,6 +88,7 @@ class GrblStage:
         self._settings: dict[int, float] = {}
         self._needs_homing = True
         self._homing_reason = "not connected yet"
+        self._ever_connected = False
         self._target_mm: Vec3 | None = None
         self._wco_mm: Vec3 | None = None
         self._desynced = False
@@ -153,6 +154,7 @@ class GrblStage:
             ) from last
 
     def home(self) -> None:
+        """Run ``$H`` (answered only when homing is over, within stage.homing_timeout_s)."""
         with self._io:
             self._command("$H", self._config.homing_timeout_s)
             report = self._query_status()
@@ -183,11 +185,10 @@ class GrblStage:
             if any(v is not None for v in requested.values()):
                 self._require_homed()
                 start = self._planned_target()
-                target = tuple(
-                    start[i] if requested[a] is None else float(requested[a] or 0.0) / 1000.0
-                    for i, a in enumerate(_AXES)
+                x, y, z = (
+                    start[i] if v is None else v / 1000.0 for i, v in enumerate(requested.values())
                 )
-                self._send_move(start, (target[0], target[1], target[2]), requested)
+                self._send_move(start, (x, y, z), requested)
             if wait:
                 self.wait_idle()
 
@@ -207,11 +208,8 @@ class GrblStage:
                     for i, a in enumerate(_AXES)
                 }
                 self._check_limits(requested)
-                target = tuple(
-                    start[i] + deltas[a] / 1000.0 if deltas[a] != 0.0 else start[i]
-                    for i, a in enumerate(_AXES)
-                )
-                self._send_move(start, (target[0], target[1], target[2]), requested)
+                x, y, z = (start[i] + deltas[a] / 1000.0 for i, a in enumerate(_AXES))
+                self._send_move(start, (x, y, z), requested)
             if wait:
                 self.wait_idle()
 
@@ -330,9 +328,12 @@ class GrblStage:
         if report.state == "Alarm":
             self._needs_homing = True
             self._homing_reason = "the controller is in alarm (power-up or reset)"
-        elif self._homing_reason == "not connected yet":
+        elif not self._ever_connected:
+            # A controller found idle kept its position (e.g. the agent restarted); after a
+            # lost link the driver stays cautious and asks for homing anyway.
             self._needs_homing = False
             self._homing_reason = ""
+        self._ever_connected = True
         self._target_mm = None
         _log.info(
             "connected to Grbl %s on %s (state %s)", self._banner.version, self.port, report.state
