@@ -1,12 +1,33 @@
-"""``algocyte-agent analyze``: detect and classify every cell in field images."""
+"""``algocyte-agent analyze``: detect and classify every cell in field images.
+
+With ``--json`` stdout carries exactly one JSON object per analysed image, one per
+line, ``{"path": str, "cells": [{"bbox": [x0, y0, x1, y1], "label": str, "top_label":
+str, "confidence": float}]}``, boxes in the input image's pixels; tools outside the
+project parse it. Problems with single files go to stderr and the run goes on.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from agent.commands.common import load_selected_config
-from agent.commands.pending import not_available
+from agent.errors import InputError
+from agent.vision.field_analysis import CellFinding, FieldAnalyzer
+from drivers.camera.base import BgrImage
+
+_log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
 def register(
@@ -18,8 +39,8 @@ def register(
         help="detect and classify the cells in whole field images",
         description=(
             "Detect and classify every white cell in whole smear field images. Directories are "
-            "searched recursively. Unreadable files are reported on stderr and skipped; the exit "
-            "status is non-zero if any file failed."
+            "searched recursively for .jpg/.jpeg/.png/.bmp/.tif files. Unreadable files are "
+            "reported on stderr and skipped; the exit status is non-zero if any file failed."
         ),
     )
     p.add_argument(
@@ -34,6 +55,94 @@ def register(
     p.set_defaults(func=execute)
 
 
+def image_paths(paths: Sequence[Path]) -> Iterator[Path]:
+    """Files named on the command line, then the images under each named directory (sorted).
+
+    A missing path is yielded as is, so that reading it reports it like any other bad file.
+    """
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                _log.warning("%s: no images found", path)
+            yield from found
+        else:
+            yield path
+
+
+def read_image(path: Path) -> BgrImage:
+    """The image at ``path`` as 8-bit BGR, or an ``InputError`` naming the problem."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError as e:
+        raise InputError(f"{path}: no such file") from e
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
+    if data.size == 0:
+        raise InputError(f"{path}: empty file")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as e:
+        raise InputError(f"{path}: not a readable image") from e
+    if image is None or image.size == 0:
+        raise InputError(f"{path}: not a readable image")
+    return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+def cell_record(finding: CellFinding) -> dict[str, object]:
+    return {
+        "bbox": [round(v, 2) for v in finding.bbox],
+        "label": finding.call.label,
+        "top_label": finding.call.top_label,
+        "confidence": round(float(finding.call.confidence), 4),
+    }
+
+
+def summary_lines(path: Path, findings: Sequence[CellFinding]) -> list[str]:
+    counts = Counter(f.call.label for f in findings)
+    tally = ", ".join(f"{label} {n}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    lines = [
+        f"{path}: {len(findings)} cell{'s' if len(findings) != 1 else ''}"
+        + (f" ({tally})" if tally else "")
+    ]
+    for f in findings:
+        x0, y0, x1, y1 = f.bbox
+        note = "" if f.call.label == f.call.top_label else f" (top: {f.call.top_label})"
+        edge = ", cut by the image edge" if f.cut_by_border else ""
+        lines.append(
+            f"  {f.call.label:<14} {f.call.confidence:5.1%}{note}  box ({x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}){edge}"
+        )
+    return lines
+
+
 def execute(args: argparse.Namespace) -> int:
-    load_selected_config(args, fallback="embedded")
-    raise not_available("field analysis")
+    config = load_selected_config(args, fallback="embedded")
+    pixel_size = float(args.pixel_size)
+    if not (math.isfinite(pixel_size) and pixel_size > 0):
+        raise InputError(
+            f"--pixel-size must be a positive number of micrometres, got {args.pixel_size}"
+        )
+    analyzer = FieldAnalyzer.load(config.vision.models_dir, config.vision.threads)
+    failed = 0
+    analysed = 0
+    for path in image_paths(args.paths):
+        try:
+            findings = analyzer.analyze(read_image(path), pixel_size)
+        except InputError as e:
+            message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+            sys.stderr.write(f"algocyte-agent: error: {message}\n")
+            failed += 1
+            continue
+        analysed += 1
+        if args.json:
+            record = {"path": str(path), "cells": [cell_record(f) for f in findings]}
+            sys.stdout.write(json.dumps(record) + "\n")
+        else:
+            sys.stdout.write("\n".join(summary_lines(path, findings)) + "\n")
+        sys.stdout.flush()
+    if analysed == 0 and failed == 0:
+        sys.stderr.write("algocyte-agent: error: no images found\n")
+        return 1
+    return 1 if failed else 0
