@@ -33,15 +33,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from detector_data import load_bccd  # noqa: E402
-from detector_eval import count, run_detector  # noqa: E402
+from detector_eval import count, run_detector, shipped_pair  # noqa: E402
 from detector_sim import validation_fields  # noqa: E402
 from eval_classifier import fp32_classifier, pbc_val  # noqa: E402
 
-from agent.errors import ModelLoadError  # noqa: E402
 from agent.vision.classifier import CellClassifier  # noqa: E402
-from agent.vision.detector import CellDetector  # noqa: E402
-from agent.vision.model_card import file_sha256, shipped_models_dir  # noqa: E402
-from agent.vision.runtime import session_options  # noqa: E402
+from agent.vision.model_card import shipped_models_dir  # noqa: E402
 from agent.vision.synthetic_field import synthetic_field  # noqa: E402
 
 FIELD = (2028, 1520)
@@ -55,22 +52,6 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
         call()
         times.append((time.perf_counter() - start) * 1000.0)
     return statistics.median(times)
-
-
-def fp32_detector(int8: CellDetector, models_dir: Path, threads: int) -> CellDetector:
-    extra = int8.card.model_extra or {}
-    path = models_dir / str(extra.get("fp32_file", ""))
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: FP32 detector named by the card not found")
-    if file_sha256(path) != extra.get("fp32_sha256"):
-        raise ModelLoadError(f"{path}: sha256 does not match the card's fp32_sha256")
-    session = ort.InferenceSession(str(path), session_options(threads), ["CPUExecutionProvider"])
-    return CellDetector(int8.card, session)
-
-
-def detector_pair(models_dir: Path, threads: int) -> dict[str, CellDetector]:
-    int8 = CellDetector.load(models_dir, threads)
-    return {"INT8": int8, "FP32": fp32_detector(int8, models_dir, threads)}
 
 
 def classifier_pair(models_dir: Path, threads: int) -> dict[str, CellClassifier]:
@@ -126,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|" + ("---|" if sim else "") + "---|---|")
     drows: dict[str, list[str]] = {}
     for _, threads in settings:
-        for name, det in detector_pair(args.models, threads).items():
+        for name, det in shipped_pair(args.models, threads).items():
             row = drows.setdefault(name, [])
             if not row:
                 for fields in (bccd, sim) if sim else (bccd,):

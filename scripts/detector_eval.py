@@ -10,13 +10,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 from detector_data import LabelledField
 
+from agent.errors import ModelLoadError
 from agent.vision.boxes import match_detections
 from agent.vision.detector import CellDetector
+from agent.vision.model_card import file_sha256
+from agent.vision.runtime import session_options
 
 
 @dataclass
@@ -113,3 +118,35 @@ def count(
 
 def sweep(results: Sequence[FieldDetections], thresholds: Sequence[float]) -> list[dict[str, Any]]:
     return [{"score": t, **count(results, t).summary()} for t in thresholds]
+
+
+def fp32_detector(int8: CellDetector, models_dir: Path, threads: int) -> CellDetector:
+    """The card's FP32 twin (``fp32_file``, sha256-checked) behind the same runtime code."""
+    extra = int8.card.model_extra or {}
+    path = models_dir / str(extra.get("fp32_file", ""))
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: FP32 detector named by the card not found")
+    if file_sha256(path) != extra.get("fp32_sha256"):
+        raise ModelLoadError(f"{path}: sha256 does not match the card's fp32_sha256")
+    session = ort.InferenceSession(str(path), session_options(threads), ["CPUExecutionProvider"])
+    return CellDetector(int8.card, session)
+
+
+def shipped_pair(models_dir: Path, threads: int) -> dict[str, CellDetector]:
+    """The shipped INT8 detector and its FP32 twin, as ``{"INT8": ..., "FP32": ...}``."""
+    int8 = CellDetector.load(models_dir, threads)
+    return {"INT8": int8, "FP32": fp32_detector(int8, models_dir, threads)}
+
+
+def latency_ms(
+    detector: CellDetector, image: np.ndarray, pixel_size_um: float, repeats: int = 10
+) -> dict[str, float]:
+    """Median and worst wall time of whole ``detect()`` calls after one warm-up (ms)."""
+    detector.detect(image, pixel_size_um)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        detector.detect(image, pixel_size_um)
+        times.append((time.perf_counter() - start) * 1000.0)
+    times.sort()
+    return {"median_ms": round(float(np.median(times)), 1), "max_ms": round(times[-1], 1)}

@@ -103,9 +103,17 @@ def _field_truth(
 
 
 def _render_slide_fields(
-    library: Path, seed: int, rbc_per_wbc: float, for_training: bool, count: int
+    library: Path | None,
+    seed: int,
+    rbc_per_wbc: float,
+    for_training: bool,
+    count: int,
+    class_mix: dict[str, float] | None,
+    tag: str,
 ) -> list[tuple[np.ndarray, dict[str, list], str]]:
     config = SimulatorConfig(seed=seed, cell_library=library, rbc_per_wbc=rbc_per_wbc)
+    if class_mix is not None:
+        config = config.model_copy(update={"class_mix": class_mix})
     slide = VirtualSlide(config)
     stage = ManualStage(led_level=700)
     camera = VirtualCamera(slide, stage, config.optics, width=FIELD_W, height=FIELD_H)
@@ -125,21 +133,33 @@ def _render_slide_fields(
         stage.move_to(x, y, z)
         frame = camera.capture()
         truth = _field_truth(slide, x, y, for_training)
-        out.append((frame.image, truth, f"sim-s{seed}-f{k}"))
+        out.append((frame.image, truth, f"sim{tag}-s{seed}-f{k}"))
     camera.close()
     return out
 
 
 def load_fields(
-    cache: Path, n: int, seed_base: int, library: Path, rbc_per_wbc: float, for_training: bool
+    cache: Path,
+    n: int,
+    seed_base: int,
+    library: Path | None,
+    rbc_per_wbc: float,
+    for_training: bool,
+    class_mix: dict[str, float] | None = None,
+    tag: str = "",
 ) -> list[LabelledField]:
-    """``n`` labelled fields from slides ``seed_base``, ``seed_base + 1``, ... (cached)."""
+    """``n`` labelled fields from slides ``seed_base``, ``seed_base + 1``, ... (cached).
+
+    ``library`` None is the demo library shipped with the agent; ``class_mix`` None the
+    simulator's default mix; ``tag`` names a set with a non-default mix or library.
+    """
     cache.mkdir(parents=True, exist_ok=True)
     fields: list[LabelledField] = []
     seed = seed_base
     while len(fields) < n:
         count = min(FIELDS_PER_SLIDE, n - len(fields))
-        stem = f"v{CACHE_VERSION}-{library.name}-{seed}-{rbc_per_wbc:g}-{int(for_training)}"
+        lib = library.name if library is not None else "demo"
+        stem = f"v{CACHE_VERSION}{tag}-{lib}-{seed}-{rbc_per_wbc:g}-{int(for_training)}"
         meta_path = cache / f"{stem}.json"
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
@@ -148,7 +168,9 @@ def load_fields(
                 for m in meta[:count]
             ]
         else:
-            rendered = _render_slide_fields(library, seed, rbc_per_wbc, for_training, count)
+            rendered = _render_slide_fields(
+                library, seed, rbc_per_wbc, for_training, count, class_mix, tag
+            )
             meta = []
             for image, truth, name in rendered:
                 cv2.imwrite(str(cache / f"{name}.png"), image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
@@ -182,3 +204,18 @@ def describe(n_train: int, n_val: int, rbc_train: float, rbc_val: float) -> str:
 def validation_fields(data: Path, cache: Path = DEFAULT_CACHE) -> list[LabelledField]:
     """The fixed simulated validation set (rendered once, then read from the cache)."""
     return load_fields(cache, VAL_FIELDS, VAL_SEED, data / "pbc" / "val", VAL_RBC_PER_WBC, False)
+
+
+WHITE_CLASSES = ("neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil", "ig")
+
+
+def balanced_fields(data: Path, cache: Path = DEFAULT_CACHE) -> list[LabelledField]:
+    """Validation slides (pbc/val) with every white-cell class equally common, so the rare
+    classes (eosinophils, basophils, IGs) get a recall of their own."""
+    mix = dict.fromkeys(WHITE_CLASSES, 1.0) | {"erythroblast": 10.0, "platelet": 10.0}
+    return load_fields(cache, 12, 9100, data / "pbc" / "val", VAL_RBC_PER_WBC, False, mix, "-bal")
+
+
+def demo_fields(cache: Path = DEFAULT_CACHE) -> list[LabelledField]:
+    """Slides as ``make run`` builds them: the shipped demo library, the default mix and density."""
+    return load_fields(cache, 12, 9200, None, 700.0, False, None, "-demo")

@@ -487,10 +487,24 @@ def write_markdown(
     path: Path, card: ModelCard, metrics: dict[str, Any], training: dict[str, Any]
 ) -> None:
     lat = metrics["latency_per_field_ms"]
+    names = {
+        "bccd_val": "BCCD validation (real, held out)",
+        "sim_val": "simulated validation (pbc/val cells)",
+        "sim_balanced": "simulated, all white-cell classes equally common",
+        "sim_demo": "simulated, demo library as `make run`",
+    }
     rows = "\n".join(
-        f"| {name} | {_fmt(metrics.get(f'{name}_fp32'))} | {_fmt(metrics.get(f'{name}_int8'))} |"
-        for name in ("bccd_val", "sim_val")
+        f"| {title} | {_fmt(metrics.get(f'{name}_fp32'))} | {_fmt(metrics.get(f'{name}_int8'))} |"
+        for name, title in names.items()
+        if f"{name}_int8" in metrics
     )
+    by_class = "\n".join(
+        f"- {names[name]}: " + ", ".join(f"{k} {v}" for k, v in m["recall_by_class"].items())
+        for name in names
+        if "recall_by_class" in (m := metrics.get(f"{name}_int8") or {})
+    )
+    if by_class:
+        rows += "\n\nWhite cells found by class (INT8):\n\n" + by_class
     sections = [
         (
             "Accuracy (recall / precision at IoU 0.5, score >= {:.2f})".format(
@@ -500,7 +514,7 @@ def write_markdown(
         ),
         (
             "Latency per field",
-            f"{lat['field']}, CPU {lat['cpu']}, whole `detect()` (resample, inference, decoding), median of 10:\n\n"
+            f"{lat['field']}, CPU {lat['cpu']}, whole `detect()` (resample, inference, decoding), median:\n\n"
             "| model | 1 thread | all threads |\n|---|---|---|\n"
             f"| FP32 | {lat['fp32_1_thread']['median_ms']} ms | {lat['fp32_all_threads']['median_ms']} ms |\n"
             f"| INT8 | {lat['int8_1_thread']['median_ms']} ms | {lat['int8_all_threads']['median_ms']} ms |",
