@@ -267,7 +267,7 @@ def make_spatial_dims_dynamic(path: Path) -> None:
 
 
 def preprocessed(detector: CellDetector, lf: LabelledField) -> np.ndarray:
-    tensor, _, _ = detector._preprocess(lf.image, lf.pixel_size_um)
+    tensor, _, _ = detector.preprocess(lf.image, lf.pixel_size_um)
     return tensor
 
 
