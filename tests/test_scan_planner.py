@@ -70,7 +70,7 @@ def test_fields_overlap_by_the_configured_fraction_and_stay_in_the_area() -> Non
     assert len({(f.x_um, f.y_um) for f in fields}) == len(fields)
 
 
-def test_serpentine_within_a_cell() -> None:
+def test_two_serpentines_from_the_centre_of_a_cell() -> None:
     planner = _planner(
         {(r, c): ("empty", 0.0) for r in range(3) for c in range(4) if (r, c) != (1, 1)}
     )
@@ -80,14 +80,23 @@ def test_serpentine_within_a_cell() -> None:
     for f in fields:
         rows.setdefault(f.y_um, []).append(f.x_um)
     ys = list(rows)
-    assert ys == sorted(ys)
-    for i, y in enumerate(ys):
-        assert rows[y] == sorted(rows[y], reverse=i % 2 == 1)
-    # consecutive fields are neighbours: one step along x, or one row up
-    for a, b in itertools.pairwise(fields):
-        assert abs(a.x_um - b.x_um) + abs(a.y_um - b.y_um) == pytest.approx(
-            FIELD_W * 0.95, abs=1e-6
-        ) or (a.x_um == b.x_um and b.y_um - a.y_um == pytest.approx(FIELD_H * 0.95))
+    # the cell spans y 1000-2000: its centre row (nearest 1500) first, upwards, then downwards
+    centre = min(ys, key=lambda y: abs(y - 1500))
+    upper = sorted(y for y in ys if y >= centre)
+    lower = sorted((y for y in ys if y < centre), reverse=True)
+    assert ys == upper + lower
+    for half in (upper, lower):
+        for i, y in enumerate(half):
+            assert rows[y] == sorted(rows[y], reverse=i % 2 == 1)
+    # within each serpentine, consecutive fields are neighbours: one step along x or in y
+    for half_index in (0, 1):
+        part = [f for f in fields if f.half == half_index]
+        for a, b in itertools.pairwise(part):
+            dx, dy = abs(a.x_um - b.x_um), abs(a.y_um - b.y_um)
+            assert (dx, dy) in (
+                pytest.approx((FIELD_W * 0.95, 0.0)),
+                pytest.approx((0.0, FIELD_H * 0.95)),
+            )
 
 
 def test_best_monolayer_cell_first_then_the_next_best() -> None:
@@ -161,21 +170,21 @@ def test_area_exhausted() -> None:
     assert planner.stop_reason == "area_exhausted"
 
 
-def test_consecutive_skips_abandon_the_cell() -> None:
+def test_consecutive_skips_abandon_the_rest_of_a_half_cell() -> None:
     kinds: dict[tuple[int, int], tuple[FieldKind, float]] = {
         (r, c): ("empty", 0.0) for r in range(3) for c in range(4)
     }
-    kinds[(0, 0)] = ("monolayer", 0.52)
-    kinds[(0, 1)] = ("monolayer", 0.40)
+    kinds[(1, 0)] = ("monolayer", 0.52)
+    kinds[(1, 1)] = ("monolayer", 0.40)
     planner = _planner(kinds, field_classes={"max_consecutive_skips": 3})
-    first_cell = [f for f in planner.planned if (f.row, f.col) == (0, 0)]
-    assert len(first_cell) > 3
-    for _ in range(3):
-        f = planner.next_field()
-        assert f is not None and (f.row, f.col) == (0, 0)
-        planner.record_field(f, "thick", 0.9, False)
+    for half in (0, 1):
+        assert len([f for f in planner.planned if (f.row, f.col, f.half) == (1, 0, half)]) > 3
+        for _ in range(3):
+            f = planner.next_field()
+            assert f is not None and (f.row, f.col, f.half) == (1, 0, half)
+            planner.record_field(f, "thick", 0.9, False)
     f = planner.next_field()
-    assert f is not None and (f.row, f.col) == (0, 1)
+    assert f is not None and (f.row, f.col, f.half) == (1, 1, 0)
 
 
 def test_a_skip_streak_is_broken_by_a_good_field() -> None:

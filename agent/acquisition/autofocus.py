@@ -172,6 +172,10 @@ class Autofocus:
                 probe, cfg.start_z_um, cfg.initial_range_um, self.params, cancel=self._cancel
             )
         else:
+            # How far off the prediction may be: the slide's steepest tilt times the
+            # distance to the nearest field already focused (the survey's points are far
+            # apart; a scan's neighbours are close).
+            doubt_um = cfg.max_tilt_um_per_mm * self.surface.nearest_distance_um(x_um, y_um) / 1e3
             result = local_focus(
                 probe,
                 predicted,
@@ -179,16 +183,19 @@ class Autofocus:
                 reference_score=self.reference_score(),
                 cancel=self._cancel,
             )
-            if not result.ok and result.reason != NO_TEXTURE:
+            # A field far out of focus shows no texture either: only a close prediction
+            # makes "no texture" mean "nothing there".
+            hopeless = result.reason == NO_TEXTURE and doubt_um <= cfg.texture_range_um
+            if not result.ok and not hopeless:
+                span = max(cfg.fallback_range_um, 4.0 * doubt_um)
                 _log.debug(
-                    "local focus check at (%.0f, %.0f) failed (%s); searching",
+                    "local focus check at (%.0f, %.0f) failed (%s); searching %.0f um",
                     x_um,
                     y_um,
                     result.reason,
+                    span,
                 )
-                second = search_focus(
-                    probe, predicted, cfg.fallback_range_um, self.params, cancel=self._cancel
-                )
+                second = search_focus(probe, predicted, span, self.params, cancel=self._cancel)
                 result = merge(result, second)
         if result.final is None:
             raise AcquisitionError("autofocus took no image (focus.max_images_per_field?)")

@@ -126,6 +126,24 @@ class FocusConfig(StrictModel):
         le=1_000,
         description="Span of a full search when a field's local check fails, centred on the prediction (um).",
     )
+    max_tilt_um_per_mm: float = Field(
+        default=2.0,
+        ge=0,
+        le=100,
+        description=(
+            "Steepest change of focus across the slide to expect (um per mm); sizes the "
+            "search for a field far from any focused one."
+        ),
+    )
+    texture_range_um: float = Field(
+        default=15.0,
+        ge=0,
+        le=1_000,
+        description=(
+            "Defocus within which cells still show texture (um): a field predicted at least "
+            "this well that shows none is empty and is not searched."
+        ),
+    )
     coarse_step_um: float = Field(
         default=8.0, gt=0, le=200, description="Step of the coarse sweep (um)."
     )
@@ -136,7 +154,7 @@ class FocusConfig(StrictModel):
         default=7, ge=3, le=41, description="Images in the fine sweep around the coarse peak."
     )
     check_step_um: float = Field(
-        default=0.8,
+        default=1.0,
         gt=0,
         le=50,
         description="Spacing of the local check's images around the predicted focus (um).",
@@ -157,7 +175,7 @@ class FocusConfig(StrictModel):
         ),
     )
     z_step_um: float = Field(
-        default=0.1,
+        default=1.0,
         gt=0,
         le=10,
         description=(

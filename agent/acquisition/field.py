@@ -40,6 +40,14 @@ class FieldImage:
             self.y_um + (py - h / 2.0) * self.pixel_size_um,
         )
 
+    def to_pixel(self, x_um: float, y_um: float) -> tuple[float, float]:
+        """Image pixel (px, py) of slide point (x, y) um; the inverse of ``to_slide``."""
+        h, w = self.image.shape[:2]
+        return (
+            (x_um - self.x_um) / self.pixel_size_um + w / 2.0,
+            (y_um - self.y_um) / self.pixel_size_um + h / 2.0,
+        )
+
     def slide_bounds(self) -> tuple[float, float, float, float]:
         """The slide rectangle (x0, y0, x1, y1, um) this field covers."""
         h, w = self.image.shape[:2]

@@ -72,6 +72,14 @@ class FocusSurface:
             return 0.0
         return float(np.sqrt(np.mean(self._residuals[self._inlier] ** 2)))
 
+    def nearest_distance_um(self, x_um: float, y_um: float) -> float:
+        """Distance (um) from (x, y) to the nearest point in the fit; inf with none."""
+        if not self._points or not self._inlier.any():
+            return math.inf
+        x = np.array([p.x_um for p in self._points])[self._inlier]
+        y = np.array([p.y_um for p in self._points])[self._inlier]
+        return float(np.sqrt(((x - x_um) ** 2 + (y - y_um) ** 2).min()))
+
     def add(self, x_um: float, y_um: float, z_um: float) -> None:
         """Add a focused field and refit."""
         if not all(math.isfinite(v) for v in (x_um, y_um, z_um)):

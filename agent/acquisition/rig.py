@@ -74,17 +74,22 @@ class Rig:
             self.times.moves += 1
 
     def goto(self, x_um: float, y_um: float, z_um: float) -> None:
-        """Move to (x, y, z), arriving at z from below."""
+        """Move to (x, y, z), arriving at z from below.
+
+        Every move this rig makes ends going up, so a move to a higher z (with or
+        without XY) arrives from below as it is; a move down first goes
+        ``backlash_um`` under the target. The first move of all does too.
+        """
         at = self._at
         same_xy = at is not None and abs(at[0] - x_um) < _SAME_UM and abs(at[1] - y_um) < _SAME_UM
         if same_xy and at is not None and abs(at[2] - z_um) < _SAME_UM:
             return
         xy = (None, None) if same_xy else (x_um, y_um)
-        if self._backlash <= 0:
+        if self._backlash <= 0 or (at is not None and z_um >= at[2]):
+            # Already going up (the last move ended going up): one move, XY included.
             self._move(xy[0], xy[1], z_um)
         else:
-            if not same_xy or at is None or z_um < at[2]:
-                self._move(xy[0], xy[1], max(self._z_min, z_um - self._backlash))
+            self._move(xy[0], xy[1], max(self._z_min, z_um - self._backlash))
             self._move(None, None, z_um)
         self._at = (x_um, y_um, z_um)
 

@@ -6,18 +6,20 @@ Design (how the monolayer is found):
    centre of each is visited once, in serpentine order along the smear (x), focused and
    judged by its red-cell coverage (empty / monolayer / thick). The survey's focal
    points also seed the focus surface across the whole smear.
-2. **Ranking.** Monolayer cells are ranked by how close their coverage is to
-   ``field_classes.ideal_coverage`` (cells touching, not piled); ties go to the cell
-   nearest the better one. This is the "band": the part of the smear where a
+2. **Ranking.** Monolayer cells (that could be focused) are ranked by how close their
+   coverage is to ``field_classes.ideal_coverage`` (cells touching, not piled); ties
+   go to the cell nearest the better one. This is the "band": the part of the smear where a
    differential is read.
 3. **Serpentine.** Fields lie on one grid over the scan area, each a field's size
    apart less ``field_overlap``, so neighbouring fields share that fraction and no two
    fields overlap more, even across cells. The fields whose centres lie in the best
-   cell are visited in a serpentine (rows along x, alternating direction, rows
-   stepping in y), then those of the next cell, and so on.
+   cell are visited in two serpentines (rows along x, alternating direction) that
+   start at the cell's centre row, where the survey judged it: first that row and
+   the rows above it, then the rows below it; then the next cell, and so on.
 4. **Skipping.** Every captured field is judged again from its own image; empty or
    thick fields are skipped (not analysed). After ``max_consecutive_skips`` skipped
-   fields in a row the rest of that cell is abandoned for the next.
+   fields in a row the scan has left the good zone going outwards, so the rest of
+   that serpentine (half-cell) is abandoned.
 5. **Stopping.** ``next_field`` returns None, with ``stop_reason`` set, once the white
    cells reported reach ``target_wbc``, ``max_fields`` fields were captured, the time
    budget would be overrun by one more field (at the mean time per field so far), or
@@ -73,6 +75,8 @@ class PlannedField:
     y_um: float
     row: int
     col: int
+    half: int = 0
+    """0: the cell's centre row and those above it; 1: the rows below the centre."""
 
 
 @dataclass(frozen=True)
@@ -191,16 +195,29 @@ class ScanPlanner:
 
     def _cell_fields(
         self, row: int, col: int, xs: list[float], ys: list[float]
-    ) -> list[tuple[float, float]]:
+    ) -> list[list[tuple[float, float]]]:
+        """The cell's fields as two serpentines from its centre: upwards, then downwards.
+
+        The survey judged the cell at its centre; its edges may already be a different
+        zone (the smear's side, the start of the thick zone), so the scan starts where
+        the judgement holds and works outwards.
+        """
         area = self._config.scan_area
         x0 = area.x_min_um + col * self._cell_w
         y0 = area.y_min_um + row * self._cell_h
         cx = [x for x in xs if x0 <= x < x0 + self._cell_w]
         cy = [y for y in ys if y0 <= y < y0 + self._cell_h]
-        out: list[tuple[float, float]] = []
-        for i, y in enumerate(cy):
-            for x in cx if i % 2 == 0 else reversed(cx):
-                out.append((x, y))
+        if not cx or not cy:
+            return []
+        centre = min(range(len(cy)), key=lambda i: abs(cy[i] - (y0 + self._cell_h / 2.0)))
+        halves = [cy[centre:], cy[:centre][::-1]]
+        out: list[list[tuple[float, float]]] = []
+        for rows in halves:
+            fields: list[tuple[float, float]] = []
+            for i, y in enumerate(rows):
+                fields.extend((x, y) for x in (cx if i % 2 == 0 else reversed(cx)))
+            if fields:
+                out.append(fields)
         return out
 
     def plan(self) -> int:
@@ -211,8 +228,9 @@ class ScanPlanner:
         self._cells = self.ranked_cells()
         self._queue = []
         for row, col in self._cells:
-            for x, y in self._cell_fields(row, col, xs, ys):
-                self._queue.append(PlannedField(len(self._queue), x, y, row, col))
+            for half, fields in enumerate(self._cell_fields(row, col, xs, ys)):
+                for x, y in fields:
+                    self._queue.append(PlannedField(len(self._queue), x, y, row, col, half))
         self._planned = True
         if not self._cells:
             self._stop = "no_monolayer"
@@ -282,7 +300,7 @@ class ScanPlanner:
     def record_field(
         self, field: PlannedField, kind: FieldKind, coverage: float, analysed: bool
     ) -> None:
-        """What the captured ``field`` turned out to be; skips the rest of a bad cell.
+        """What the captured ``field`` turned out to be; skips the rest of a bad half-cell.
 
         ``analysed`` is False for a field that was not handed on (wrong kind, or it could
         not be focused); too many of those in a row abandon the field's survey cell.
@@ -293,8 +311,10 @@ class ScanPlanner:
             return
         self._consecutive_skips += 1
         if self._consecutive_skips >= self._config.field_classes.max_consecutive_skips:
-            cell = (field.row, field.col)
-            self._queue = [f for f in self._queue if (f.row, f.col) != cell]
+            # Moving outwards from the cell's centre has left the good zone: the rest of
+            # this half of the cell lies further out still.
+            part = (field.row, field.col, field.half)
+            self._queue = [f for f in self._queue if (f.row, f.col, f.half) != part]
             self._consecutive_skips = 0
 
     def add_wbc(self, count: int) -> None:
