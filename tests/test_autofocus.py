@@ -114,7 +114,10 @@ def test_fit_of_nothing_is_an_error() -> None:
 
 
 def _params(**overrides: float) -> SearchParams:
-    return SearchParams(FocusConfig(**overrides), 0.0, 5_000.0)  # type: ignore[arg-type]
+    """A stage with a fine z step (0.01 um) unless a test says otherwise."""
+    values: dict[str, float] = {"z_step_um": 0.01, "check_step_um": 0.8}
+    values.update(overrides)
+    return SearchParams(FocusConfig(**values), 0.0, 5_000.0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("error_um", [0.0, 0.1, -0.2])
@@ -231,3 +234,22 @@ def test_fallback_counts_both_searches() -> None:
     merged = merge(first, second)
     assert merged.ok and merged.method == "search"
     assert merged.images == first.images + second.images
+
+
+@pytest.mark.parametrize("peak", [2500.2, 2500.45, 2500.55, 2499.7, 2501.3])
+def test_on_a_1_um_stage_the_nearest_step_to_the_peak_is_kept(peak: float) -> None:
+    probe = CurveProbe(peak, width_um=1.8)
+    params = _params(z_step_um=1.0, check_step_um=1.0)
+    result = local_focus(probe, 2500.0, params)
+    assert result.ok, result.reason
+    assert all(z == round(z) for z in probe.visited)  # only positions the stage can reach
+    assert result.final is not None
+    assert result.final.z_um == round(peak)
+    assert result.images == 3 + (abs(peak - 2500.0) > 0.5)  # one more when a walk was needed
+
+
+def test_snap_stays_within_the_limits() -> None:
+    params = SearchParams(FocusConfig(z_step_um=0.3), 0.0, 100.0)
+    assert params.snap(100.0) <= 100.0
+    assert params.snap(-5.0) >= 0.0
+    assert params.snap(50.04) == pytest.approx(50.1)
