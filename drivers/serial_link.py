@@ -8,6 +8,7 @@ that vanished (USB unplugged), and turns them into ``drivers.errors`` exceptions
 from __future__ import annotations
 
 import logging
+import termios
 import threading
 import time
 from typing import NoReturn, Protocol
@@ -17,6 +18,10 @@ import serial
 from drivers.errors import DeviceConnectionError
 
 _log = logging.getLogger(__name__)
+
+# termios.error is not an OSError: pyserial lets it escape from flush()/tcdrain on a
+# pseudo-terminal or USB adapter that vanished, so it is caught with the rest.
+_PORT_ERRORS = (serial.SerialException, OSError, termios.error)
 
 MAX_LINE_BYTES = 1024
 """A longer run of bytes without a newline is handed over as one (garbage) line, so a
@@ -99,7 +104,7 @@ class SerialLink:
                 write_timeout=_WRITE_TIMEOUT_S,
                 exclusive=self._exclusive,
             )
-        except (serial.SerialException, OSError, ValueError) as e:
+        except (*_PORT_ERRORS, ValueError) as e:
             raise DeviceConnectionError(f"cannot open serial port {self._port}: {e}") from e
         self._buffer.clear()
         _log.debug("opened %s at %d baud", self._port, self._baudrate)
@@ -110,7 +115,7 @@ class SerialLink:
             try:
                 port.write(data)
                 port.flush()
-            except (serial.SerialException, OSError) as e:
+            except _PORT_ERRORS as e:
                 self._lost(e)
 
     def readline(self, timeout_s: float) -> bytes | None:
@@ -130,7 +135,7 @@ class SerialLink:
                     waiting = port.in_waiting
                     if waiting:
                         chunk += port.read(min(waiting, _READ_CHUNK))
-            except (serial.SerialException, OSError) as e:
+            except _PORT_ERRORS as e:
                 self._lost(e)
             self._buffer += chunk
 
@@ -139,7 +144,7 @@ class SerialLink:
         self._buffer.clear()
         try:
             port.reset_input_buffer()
-        except (serial.SerialException, OSError) as e:
+        except _PORT_ERRORS as e:
             self._lost(e)
 
     def close(self) -> None:
@@ -149,7 +154,7 @@ class SerialLink:
             return
         try:
             port.close()
-        except (serial.SerialException, OSError) as e:
+        except _PORT_ERRORS as e:
             _log.debug("closing %s: %s", self._port, e)
 
     def _take_line(self) -> bytes | None:
