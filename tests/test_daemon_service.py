@@ -94,7 +94,7 @@ def test_a_failed_homing_aborts_the_sample_with_the_fault_then_the_state_recover
     assert report.reason is not None and report.reason.startswith("hardware error:")
     assert report.hardware_faults and "ALARM:9" in report.hardware_faults[0]
     assert "hardware_fault" in report.flag_codes()
-    assert service.state.state == "error"
+    wait_for(lambda: service.state.state == "error", 10, "state 'error'")
     with pytest.raises(InputError, match="in error"):
         service.start_sample(StartSampleArgs(sample_id="S-REFUSED"))
     wait_for(lambda: running.events("sample.hardware_fault"), 10, "the fault event")
@@ -152,7 +152,7 @@ def test_losing_the_controller_mid_scan_aborts_with_the_fault(running: Running) 
     assert report.hardware_faults, report
     assert "hardware_fault" in report.flag_codes()
     assert report.fields >= 1 and report.wbc_counted >= 0
-    assert service.state.state == "error"
+    wait_for(lambda: service.state.state == "error", 10, "state 'error'")
     health = service.tick()
     assert health.ok, health.summary()
     assert service.state.state == "idle"

@@ -85,11 +85,16 @@ class HealthChecker:
         self._state_dir = state_dir
         self._outbox = outbox
 
-    def check(self, *, hardware: bool = True, recover: bool = True) -> HealthReport:
-        """Run every check; the hardware only if ``hardware`` and nobody is using it."""
+    def check(
+        self, *, hardware: bool = True, recover: bool = True, wait_s: float = 0.0
+    ) -> HealthReport:
+        """Run every check; the hardware only if ``hardware`` and it is free within ``wait_s``."""
         problems: list[Problem] = []
         checked = False
-        if hardware and self._hw.lock.acquire(blocking=False):
+        got = hardware and (
+            self._hw.lock.acquire(timeout=wait_s) if wait_s > 0 else self._hw.lock.acquire(False)
+        )
+        if got:
             try:
                 checked = True
                 problems += self._hardware(recover)

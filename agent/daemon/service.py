@@ -41,6 +41,7 @@ from typing import Any, Literal
 from agent import __version__
 from agent.acquisition.cancel import CancelToken
 from agent.config import AgentConfig
+from agent.daemon import maintenance
 from agent.daemon.command_handler import DaemonCommandHandler
 from agent.daemon.delivery import ReportPublisher
 from agent.daemon.hardware import Hardware, HardwareStartError, open_hardware
@@ -67,17 +68,15 @@ from agent.vision.classifier import MODEL_NAME as CLASSIFIER_NAME
 from agent.vision.detector import MODEL_NAME as DETECTOR_NAME
 from agent.vision.field_analysis import FieldAnalyzer
 from agent.vision.model_card import shipped_models_dir
-from agent.vision.synthetic_field import synthetic_field
-from drivers.errors import DeviceError
 
 _log = logging.getLogger(__name__)
+
+HARDWARE_CHECKS = frozenset({"stage", "camera"})
 
 STOP_REASON = "daemon stopped"
 """The reason in the aborted report of a sample interrupted by SIGTERM/SIGINT."""
 
 CAPABILITIES = ("fhir-r4", "cell-images", "reclassify")
-SELF_TEST_PIXEL_UM = 0.2
-SELF_TEST_SIZE = (640, 480)
 
 JobKind = Literal["sample", "home", "self_test"]
 
@@ -138,7 +137,8 @@ class AnalyzerService:
         self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
         self._listeners: list[ServiceListener] = []
         self._fault: str | None = None
-        self._reported_problems: frozenset[str] = frozenset()
+        self._failing: dict[str, str] = {}
+        """Health checks failing at the last check: code -> message."""
         self._stuck_reported = False
         self._stopping = False
         self._started = False
@@ -248,31 +248,30 @@ class AnalyzerService:
         return min(period, watchdog) if watchdog is not None else period
 
     def _apply_health(self, report: HealthReport) -> None:
-        problems = {f"{p.code}: {p.message}" for p in report.problems}
-        new = problems - self._reported_problems
-        for p in report.problems:
-            if f"{p.code}: {p.message}" in new:
-                _log.error("health check failed: %s: %s", p.code, p.message)
-                self._event(f"health.{p.code}", "error", p.message)
-        if report.problems:
-            self._reported_problems = frozenset(problems)
-            first = report.problems[0].code
-            with self._lock:
-                self._fault = report.summary()
-                idle = self._job is None
-            if idle:
-                self._set_state("error", phase=first)
-        elif report.hardware_checked or not any(
-            p.split(":")[0] in ("stage", "camera") for p in self._reported_problems
-        ):
-            if self._fault is not None:
-                _log.info("health check passes again")
-                self._event("health.recovered", "info", "all health checks pass again")
-            self._reported_problems = frozenset()
-            with self._lock:
+        """Publish newly failing checks, set or clear the error state."""
+        failing = {p.code: p.message for p in report.problems}
+        if not report.hardware_checked:
+            # Not probed this time (a job holds the hardware): earlier hardware faults stand.
+            for code in HARDWARE_CHECKS & self._failing.keys() - failing.keys():
+                failing[code] = self._failing[code]
+        for code in failing.keys() - self._failing.keys():
+            _log.error("health check failed: %s: %s", code, failing[code])
+            self._event(f"health.{code}", "error", failing[code])
+        self._failing = failing
+        with self._lock:
+            recovered = not failing and self._fault is not None
+            if failing:
+                self._fault = "; ".join(f"{code}: {message}" for code, message in failing.items())
+            elif recovered:
                 self._fault = None
-                idle = self._job is None
-            if idle:
+            idle = self._job is None
+        if recovered:
+            _log.info("health checks pass again")
+            self._event("health.recovered", "info", "all health checks pass again")
+        if idle:
+            if failing:
+                self._set_state("error", phase=next(iter(failing)))
+            else:
                 self._set_state("idle")
 
     def _stuck_job(self) -> Job | None:
@@ -402,10 +401,15 @@ class AnalyzerService:
     def _run_job(self, job: Job) -> None:
         if job.run is not None:
             self._run_sample(job, job.run)
-        elif job.kind == "home":
-            self._home()
+            return
+        if job.kind == "home":
+            result = maintenance.home(self.hardware)
         else:
-            self._self_test()
+            result = maintenance.self_test(self.hardware, self.health, self.analyzer)
+        self._event(result.code, "info" if result.ok else "error", result.message)
+        if not result.ok:
+            with self._lock:
+                self._fault = result.message
 
     def _run_sample(self, job: Job, run: SampleRun) -> None:
         service = self
@@ -446,44 +450,6 @@ class AnalyzerService:
                 eta_s=progress.eta_s,
             )
         )
-
-    def _home(self) -> None:
-        with self.hardware.lock:
-            try:
-                self.hardware.stage.home()
-            except DeviceError as e:
-                self._event("stage.home_failed", "error", f"homing failed: {e}")
-                with self._lock:
-                    self._fault = f"homing failed: {e}"
-                return
-        _log.info("stage homed on request")
-
-    def _self_test(self) -> None:
-        report = self.health.check(hardware=True, recover=False)
-        problems = [f"{p.code}: {p.message}" for p in report.problems]
-        try:
-            field_image, centres = synthetic_field(
-                *SELF_TEST_SIZE, pixel_size_um=SELF_TEST_PIXEL_UM, white_cells=2
-            )
-            found = self.analyzer.analyze(field_image, SELF_TEST_PIXEL_UM)
-            if not found:
-                problems.append(
-                    f"models: no cell found in a synthetic field with {len(centres)} white cells"
-                )
-        except AnalyzerError as e:
-            problems.append(f"models: {e}")
-        if problems:
-            message = "self-test failed: " + "; ".join(problems)
-            self._event("self_test.failed", "error", message)
-            with self._lock:
-                self._fault = message
-        else:
-            self._event(
-                "self_test.passed",
-                "info",
-                "self-test passed: stage answers, camera captures, models verified and "
-                "detect cells in a synthetic field, state directory and outbox writable",
-            )
 
     # -- publishing ----------------------------------------------------------------------
 
