@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 
 from agent.commands.progress_bar import ProgressBar
 from agent.daemon.progress import EtaEstimator, SampleProgress
@@ -78,3 +79,15 @@ def test_progress_bar_on_a_terminal_redraws_one_line() -> None:
     assert "[############------------] 50/100 white cells, 16 fields" in text
     assert "ETA 1:23" in text
     assert text.endswith("\n") and text.count("\n") == 1
+
+
+def test_a_log_line_clears_the_bar_first() -> None:
+    stream = Tty()
+    bar = ProgressBar(stream)
+    bar.on_progress(progress(50, 83.0))
+    drawn = len(stream.getvalue())
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "careful", None, None)
+    assert bar.before_log(record) is True
+    assert stream.getvalue()[drawn:] == "\r\x1b[2K"
+    bar.close()
+    assert not stream.getvalue().endswith("\n")  # nothing left drawn to end

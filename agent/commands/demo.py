@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import queue
 import signal
 import socket
@@ -130,6 +131,9 @@ def execute(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     bar = ProgressBar(sys.stderr)
+    log_handlers = logging.getLogger().handlers
+    for log_handler in log_handlers:
+        log_handler.addFilter(bar.before_log)
     try:
         result = run_one_sample(
             config,
@@ -140,6 +144,8 @@ def execute(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
+        for log_handler in log_handlers:
+            log_handler.removeFilter(bar.before_log)
         for s, handler in previous.items():
             signal.signal(s, handler)
     outcome = result.outcome

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from typing import TextIO
@@ -22,7 +23,7 @@ class ProgressBar(ServiceListener):
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._tty = stream.isatty()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._phase = "starting"
         self._progress: SampleProgress | None = None
         self._last_plain = -PLAIN_EVERY_S
@@ -49,6 +50,16 @@ class ProgressBar(ServiceListener):
             if done or now - self._last_plain >= PLAIN_EVERY_S:
                 self._last_plain = now
                 self._line(_describe(progress))
+
+    def before_log(self, record: logging.LogRecord) -> bool:
+        """A logging filter for stderr's handler: clear the bar so a log line does not run into it."""
+        with self._lock:
+            if self._tty and self._drawn:
+                with contextlib.suppress(OSError, ValueError):
+                    self._stream.write("\r\x1b[2K")
+                    self._stream.flush()
+                self._drawn = False
+        return True
 
     def close(self) -> None:
         with self._lock:
