@@ -326,7 +326,8 @@ class AnalyzerService:
                 return job.run.sample_id
             job.cancel.cancel(reason)
         _log.warning("sample %s: %s", job.run.sample_id, reason)
-        self.runner.interrupt()
+        # Stopping a homing stage waits for the controller's reset: not on this thread.
+        threading.Thread(target=self.runner.interrupt, name="interrupt", daemon=True).start()
         self._set_state("busy", sample_id=job.run.sample_id, phase="aborting")
         return job.run.sample_id
 
