@@ -41,16 +41,23 @@ REQUEST_LIMIT = 4096
 
 
 def sim_config_text(
-    state_dir: Path, port: int, *, seed: int = 3, health_interval_s: float = 1.0, extra: str = ""
+    state_dir: Path,
+    port: int,
+    *,
+    seed: int = 3,
+    health_interval_s: float = 1.0,
+    fast: bool = True,
+    extra: str = "",
 ) -> str:
+    """``fast=False`` keeps the controller's default (real-world) timing."""
     timing = ", ".join(f"{k}: {v}" for k, v in FAST_TIMING.model_dump().items())
+    controller = f"  controller: {{{timing}}}\n" if fast else ""
     return f"""\
 device_id: {DEVICE}
 simulator:
   seed: {seed}
   rbc_per_wbc: 150
-  controller: {{{timing}}}
-stage: {{port: simulator, xy_feed_mm_min: 12000, z_feed_mm_min: 3000, motion_timeout_s: 20,
+{controller}stage: {{port: simulator, xy_feed_mm_min: 12000, z_feed_mm_min: 3000, motion_timeout_s: 20,
   homing_timeout_s: 20}}
 camera: {{type: simulated}}
 acquisition: {{target_wbc: {TARGET}, survey: {{columns: 3, rows: 1}},
@@ -154,6 +161,7 @@ class Requester:
 
 def results_for(watcher: Watcher, sample_id: str, topic: str = "results") -> list[Received]:
     """Messages on results (or results/fhir) about ``sample_id``."""
+
     def about(doc: dict[str, Any]) -> bool:
         if topic == "results":
             return bool(doc.get("sample_id") == sample_id)

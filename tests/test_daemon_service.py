@@ -8,8 +8,10 @@ cable and make homing fail; health checks are driven one at a time with ``tick()
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +24,7 @@ from agent.errors import InputError
 from agent.transport.commands import StartSampleArgs
 from agent.transport.payloads import StatePayload
 from drivers.sim.virtual_grbl import VirtualGrblController
-from tests.broker import Watcher, running_broker, wait_for
+from tests.broker import Watcher, free_port, running_broker, wait_for
 from tests.daemon_support import BASE, sim_config_text, write_config
 
 # The service with its simulated analyzer, and two samples that fail early: ~15 s.
@@ -156,3 +158,25 @@ def test_losing_the_controller_mid_scan_aborts_with_the_fault(running: Running) 
     health = service.tick()
     assert health.ok, health.summary()
     assert service.state.state == "idle"
+
+
+def test_abort_during_homing_stops_the_stage_at_once(tmp_path: Path) -> None:
+    # The default (slow) controller timing: homing alone takes several seconds.
+    text = sim_config_text(tmp_path / "state", free_port(), fast=False)
+    service = open_service(load_config(write_config(tmp_path / "agent.yaml", text)))
+    listener = Outcomes()
+    service.add_listener(listener)
+    try:
+        service.start()
+        service.start_sample(StartSampleArgs(sample_id="S-HOMING-ABORT"))
+        wait_for(lambda: service.state.phase == "homing", 10, "homing")
+        asked = time.monotonic()
+        service.abort_sample(None, "aborted on request (abort command)")
+        outcome = listener.wait(30)
+        took = time.monotonic() - asked
+    finally:
+        service.shutdown()
+    assert outcome.report.status == "aborted"
+    assert outcome.report.reason == "aborted on request (abort command)"
+    assert not outcome.hardware_faults  # the stopped stage is the abort, not a fault
+    assert took < 5.0, took  # homing from the power-on position alone takes longer
