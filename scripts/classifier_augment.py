@@ -29,6 +29,11 @@ class AugmentConfig:
     """Relative change of each stain's amount (+-)."""
     stain_vector: float = 0.12
     """Standard deviation of the perturbation of each stain's OD unit vector."""
+    stain_vector_max: float = 0.0
+    """If > 0: each sample's perturbation deviation is drawn from U(0, this) instead, so
+    some crops get stain hues far from PBC's (other stains: Wright, Leishman, Giemsa)."""
+    p_grey: float = 0.0
+    """Fraction of crops turned to grey (colour-blind morphology) before the colour steps."""
     gain: float = 0.15
     """Per-channel illumination / white-balance gain range (+-)."""
     gamma: float = 0.35
@@ -92,6 +97,11 @@ def _subset(
     return x
 
 
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    luma = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    return luma.expand(-1, 3, -1, -1).contiguous()
+
+
 def _noise(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
     sigma = _uniform(x.shape[0], *cfg.noise_sigma, g).view(-1, 1, 1, 1)
     return (x + sigma * torch.randn(x.shape, generator=g)).clamp(0.0, 1.0)
@@ -110,7 +120,10 @@ def stain_jitter(
     basis = basis / basis.norm(dim=1, keepdim=True)
     od = -torch.log(x.clamp_min(1.0 / 255.0))  # N x 3 x H x W
     amount = 1.0 + _uniform(3 * n, -cfg.stain_amount, cfg.stain_amount, g).view(n, 3, 1)
-    new_basis = basis.unsqueeze(0) + cfg.stain_vector * torch.randn(n, 3, 3, generator=g)
+    sigma = torch.full((n, 1, 1), cfg.stain_vector)
+    if cfg.stain_vector_max > 0:
+        sigma = _uniform(n, 0.0, cfg.stain_vector_max, g).view(n, 1, 1)
+    new_basis = basis.unsqueeze(0) + sigma * torch.randn(n, 3, 3, generator=g)
     new_basis = new_basis.abs()
     new_basis = new_basis / new_basis.norm(dim=2, keepdim=True)
     # od' = new_basis^T diag(amount) basis^-T od: one 3 x 3 matrix per sample.
@@ -230,6 +243,8 @@ def augment(
     """N x H x W x 3 uint8 RGB -> N x S x S x 3 uint8 RGB, augmented."""
     x = geometric(images_u8, out_size, cfg, g)
     if cfg.strong:
+        if cfg.p_grey > 0:
+            x = _subset(x, cfg.p_grey, g, _grey)
         x = _subset(x, cfg.p_colour, g, lambda v: stain_jitter(v, stains, cfg, g))
         x = _subset(x, cfg.p_colour, g, lambda v: colour(v, cfg, g))
         x = _subset(x, cfg.p_blur, g, lambda v: blur(v, _uniform(len(v), *cfg.blur_sigma, g)))

@@ -36,7 +36,12 @@ class BasicBlock(nn.Module):
 
 
 class CellNet(nn.Module):
-    """AvgPool(downsample) -> 3x3 stem (stride 2) -> 4 residual stages -> GAP -> linear."""
+    """Stem -> 4 residual stages -> GAP -> linear.
+
+    Stem ``pool``: AvgPool(downsample), 3x3 conv stride 2. Stem ``conv``: a learned
+    3x3 stride-2 conv at the full 0.2 um/px resolution (16 channels), then 3x3 stride 2:
+    the same feature-map sizes, but chromatin and granule detail reach the network.
+    """
 
     def __init__(
         self,
@@ -45,12 +50,16 @@ class CellNet(nn.Module):
         stem: int = 24,
         widths: tuple[int, ...] = (32, 64, 128, 192),
         dropout: float = 0.2,
+        stem_kind: str = "pool",
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        if downsample > 1:
-            layers.append(nn.AvgPool2d(downsample))
-        layers.append(conv_bn_relu(3, stem, 2))
+        if stem_kind == "conv":
+            layers += [conv_bn_relu(3, 16, 2), conv_bn_relu(16, stem, 2)]
+        else:
+            if downsample > 1:
+                layers.append(nn.AvgPool2d(downsample))
+            layers.append(conv_bn_relu(3, stem, 2))
         cin = stem
         for i, width in enumerate(widths):
             layers.append(BasicBlock(cin, width, 1 if i == 0 else 2))

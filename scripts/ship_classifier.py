@@ -93,9 +93,18 @@ def experiments_table(path: Path) -> tuple[list[dict[str, Any]], str]:
     for line in path.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         a = r["args"]
+        variant = (
+            f"scale +-{a.get('scale', 0.15)}, stain amount +-{a.get('stain_amount', 0.35)}, "
+            f"stain-vector jitter {a.get('stain_jitter_max') or 0.12}, "
+            f"p colour/blur/noise/jpeg {a.get('p_colour', 0.85)}/{a.get('p_blur', 0.6)}/"
+            f"{a.get('p_noise', 0.5)}/{a.get('p_jpeg', 0.5)}, stem {a.get('stem', 'pool')}, "
+            f"widths {'-'.join(str(w) for w in a.get('widths', (32, 64, 128, 192)))}, "
+            f"EMA {a.get('ema', 0)}"
+        )
         rows.append(
             {
                 "name": r["name"],
+                "variant": variant,
                 "stain": a["stain"],
                 "augmentation": a["aug"],
                 "crop_px": a["crop"],
@@ -118,6 +127,7 @@ def experiments_table(path: Path) -> tuple[list[dict[str, Any]], str]:
                 f"{100 * r['pbc_val_accuracy']:.2f}",
                 f"{100 * r['bccd_5class_accuracy']:.1f}",
                 f"{100 * r['bccd_balanced_accuracy']:.1f}",
+                r["variant"] if r["augmentation"] == "strong" else "",
             ]
             for r in rows
         ],
@@ -130,6 +140,7 @@ def experiments_table(path: Path) -> tuple[list[dict[str, Any]], str]:
             "PBC val %",
             "BCCD 5-class %",
             "BCCD balanced %",
+            "variant",
         ],
     )
     return rows, md
@@ -221,12 +232,28 @@ def ship(
         "batch": args.batch,
         "optimizer": f"SGD nesterov momentum 0.9, one-cycle peak lr {args.lr}, wd {args.wd}",
         "label_smoothing": args.smoothing,
-        "network": f"CellNet: avgpool {args.downsample}x, ResNet-style 24-32-64-128-192, BN",
+        "network": (
+            "CellNet (scripts/classifier_net.py): "
+            + (
+                "3x3 stride-2 conv at 0.2 um/px, "
+                if args.stem == "conv"
+                else f"avgpool {args.downsample}x, "
+            )
+            + f"stem {args.stem_width}, ResNet-style stages "
+            + "-".join(str(w) for w in args.widths)
+            + " with BN, GAP, linear; bfloat16 autocast training" * bool(args.bf16)
+        ),
+        "weight_ema": args.ema,
         "augmentation": (
-            "rotation 0-360, flips, scale +-15%, shift +-6 px, HED-style stain amount and "
-            "stain-vector jitter, illumination gain, gamma, contrast, hue, saturation, "
-            "Gaussian blur, noise, JPEG q25-92 (scripts/classifier_augment.py), then the "
-            "runtime's stain normalisation"
+            f"rotation 0-360, flips, scale x{1 / (1 + args.scale):.2f}-{1 + args.scale:.2f}, "
+            "shift +-6 px; in optical density: each stain's amount "
+            f"x{1 - args.stain_amount:.2f}-{1 + args.stain_amount:.2f} and its colour "
+            "(stain-vector jitter"
+            + (f" sigma U(0, {args.stain_jitter_max})" if args.stain_jitter_max else " sigma 0.12")
+            + f"), p {args.p_colour}; illumination gain, gamma, contrast, hue, saturation, "
+            f"p {args.p_colour}; Gaussian blur sigma 0.3-2.2 px, p {args.p_blur}; noise, "
+            f"p {args.p_noise}; JPEG q25-92, p {args.p_jpeg} (scripts/classifier_augment.py); "
+            "then the runtime's stain normalisation"
             if args.aug == "strong"
             else "rotation, flips, scale, shift"
         ),
@@ -354,7 +381,31 @@ def write_markdown(
         f"below {card.thresholds[UNIDENTIFIED]} is reported as `unidentified`. "
         f"White-cell classes: {', '.join(WHITE_CELL_CLASSES)}."
     )
+    white_recall = min(pbc["recall_int8"][c] for c in WHITE_CELL_CLASSES)
+    checks = [
+        (
+            "PBC val INT8 accuracy >= 98.5 %",
+            100 * pbc["accuracy_int8"],
+            pbc["accuracy_int8"] >= 0.985,
+        ),
+        ("every white-cell class recall >= 97 %", 100 * white_recall, white_recall >= 0.97),
+        (
+            "INT8 within 0.5 point of FP32",
+            100 * (pbc["accuracy_fp32"] - pbc["accuracy_int8"]),
+            pbc["accuracy_fp32"] - pbc["accuracy_int8"] <= 0.005,
+        ),
+        (
+            "BCCD 5-class accuracy >= 90 %",
+            100 * bccd["accuracy_int8"],
+            bccd["accuracy_int8"] >= 0.9,
+        ),
+    ]
+    acceptance = table(
+        [[name, f"{value:.2f}", "met" if ok else "NOT met"] for name, value, ok in checks],
+        ["target", "measured", ""],
+    )
     sections = [
+        ("Targets", acceptance),
         (
             "Input",
             "Rescale to 0.2 um/px (area when shrinking), centre 128 x 128 crop padded with "

@@ -26,6 +26,7 @@ import os
 import shlex
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +63,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with pbc/ and bccd/")
     p.add_argument("--models", type=Path, default=REPO / "models", help="where to ship")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "classifier")
-    p.add_argument("--stain", choices=stain.METHODS, default="background")
+    p.add_argument("--stain", choices=stain.METHODS, default="reinhard")
     p.add_argument("--aug", choices=["strong", "geometric"], default="strong")
     p.add_argument("--crop", type=int, default=128, help="crop side, px at 0.2 um/px")
     p.add_argument("--downsample", type=int, default=2, help="average pooling in the network")
-    p.add_argument("--epochs", type=int, default=18)
+    p.add_argument("--stem", choices=["pool", "conv"], default="pool", help="see CellNet")
+    p.add_argument("--stem-width", type=int, default=32)
+    p.add_argument(
+        "--widths",
+        type=lambda s: tuple(int(x) for x in s.split(",")),
+        default=(48, 96, 160, 256),
+        help="channels of the 4 residual stages, comma-separated",
+    )
+    p.add_argument("--ema", type=float, default=0.0, help="weight EMA decay; 0: off")
+    p.add_argument("--prefetch", action="store_true", help="augment in a second thread")
+    p.add_argument(
+        "--no-bf16",
+        dest="bf16",
+        action="store_false",
+        help="train in float32 (default: bfloat16 autocast, 1.7x faster on AVX512-BF16)",
+    )
+    p.add_argument("--p-colour", type=float, default=0.5)
+    p.add_argument("--p-blur", type=float, default=0.3)
+    p.add_argument("--p-noise", type=float, default=0.3)
+    p.add_argument("--p-jpeg", type=float, default=0.3)
+    p.add_argument(
+        "--stain-jitter-max",
+        type=float,
+        default=0.0,
+        help="per-crop stain-vector jitter deviation drawn from U(0, this); 0: fixed 0.12",
+    )
+    p.add_argument("--grey", type=float, default=0.0, help="fraction of crops made grey")
+    p.add_argument("--scale", type=float, default=0.3, help="scale augmentation range (+-)")
+    p.add_argument(
+        "--stain-amount", type=float, default=0.6, help="relative stain amount jitter (+-)"
+    )
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.2, help="peak of the one-cycle schedule")
     p.add_argument("--wd", type=float, default=5e-4)
@@ -85,8 +117,9 @@ def fit_transform(train_images: np.ndarray, method: str, crop: int, seed: int) -
     crops = centre_crop(train_images[np.sort(idx)], crop)
     reference = stain.fit_reference(list(crops), method)  # type: ignore[arg-type]
     normed = stain.normalize(crops, reference)
-    mean = normed.mean(axis=(0, 1, 2))
-    std = normed.std(axis=(0, 1, 2))
+    pixels = normed.reshape(-1, 3).astype(np.float64)  # float32 sums saturate at 2**24
+    mean = pixels.mean(axis=0)
+    std = pixels.std(axis=0)
     return InputTransform(
         crop_px=crop,
         pixel_size_um=REFERENCE_UM,
@@ -124,7 +157,21 @@ def train(
 ) -> tuple[CellNet, list[dict[str, float]]]:
     g = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = CellNet(len(CLASSES), downsample=args.downsample).to(memory_format=torch.channels_last)
+    model = CellNet(
+        len(CLASSES),
+        downsample=args.downsample,
+        stem_kind=args.stem,
+        stem=args.stem_width,
+        widths=args.widths,
+    )
+    model = model.to(memory_format=torch.channels_last)
+    ema = None
+    if args.ema > 0:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema),
+            use_buffers=True,
+        )
     decay, no_decay = [], []
     for param in model.parameters():
         (no_decay if param.ndim <= 1 else decay).append(param)
@@ -138,30 +185,59 @@ def train(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.25
     )
-    cfg = AugmentConfig(strong=args.aug == "strong")
+    cfg = AugmentConfig(
+        strong=args.aug == "strong",
+        stain_vector_max=args.stain_jitter_max,
+        p_grey=args.grey,
+        scale=args.scale,
+        stain_amount=args.stain_amount,
+        p_colour=args.p_colour,
+        p_blur=args.p_blur,
+        p_noise=args.p_noise,
+        p_jpeg=args.p_jpeg,
+    )
     history = []
+    prefetch = ThreadPoolExecutor(max_workers=1) if args.prefetch else None
     for epoch in range(args.epochs):
         model.train()
         start = time.time()
         t_aug = t_norm = 0.0
         perm = rng.permutation(len(images))
         total, correct, loss_sum = 0, 0, 0.0
-        for step in range(steps_per_epoch):
-            idx = np.sort(perm[step * args.batch : (step + 1) * args.batch])
+        batches = [
+            np.sort(perm[step * args.batch : (step + 1) * args.batch])
+            for step in range(steps_per_epoch)
+        ]
+
+        def prepare(idx: np.ndarray) -> tuple[torch.Tensor, float, float]:
             t0 = time.time()
             u8 = augment(torch.from_numpy(images[idx]), args.crop, stains_t, cfg, g)
             t1 = time.time()
             x = torch.from_numpy(transform.network_input(u8.numpy()))
-            t2 = time.time()
-            t_aug += t1 - t0
-            t_norm += t2 - t1
+            return x.contiguous(memory_format=torch.channels_last), t1 - t0, time.time() - t1
+
+        # Optionally the next batch is augmented in a second thread while the network
+        # trains (on 2 cores the threads mostly compete: measured no faster).
+        pending = prefetch.submit(prepare, batches[0]) if prefetch else None
+        for step, idx in enumerate(batches):
+            if prefetch is not None and pending is not None:
+                x, dt_aug, dt_norm = pending.result()
+                if step + 1 < len(batches):
+                    pending = prefetch.submit(prepare, batches[step + 1])
+            else:
+                x, dt_aug, dt_norm = prepare(idx)
+            t_aug += dt_aug
+            t_norm += dt_norm
             y = torch.from_numpy(labels[idx])
-            logits = model(x.contiguous(memory_format=torch.channels_last))
-            loss = F.cross_entropy(logits, y, label_smoothing=args.smoothing)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=args.smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             total += len(idx)
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(loss.detach()) * len(idx)
@@ -184,6 +260,10 @@ def train(
             t_aug,
             t_norm,
         )
+    if prefetch is not None:
+        prefetch.shutdown()
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())  # the averaged weights and BN stats
     model.eval()
     return model, history
 
@@ -218,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     bccd = bccd_white_cells(args.data, args.crop)
     bccd_logits = predict(model, transform, bccd.crops)
     result = {
-        "name": args.experiment or "ship",
+        "name": args.experiment or f"shipped {time.strftime('%Y-%m-%d %H:%M')}",
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "pbc_val": pbc_metrics(val_logits, val_set.labels),
         "bccd": bccd_metrics(bccd_logits, bccd.labels),
@@ -235,9 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         result["bccd"]["balanced_accuracy"],
         result["bccd"]["predicted"],
     )
+    with (args.work / "experiments.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(result) + "\n")
     if args.experiment:
-        with (args.work / "experiments.jsonl").open("a", encoding="utf-8") as f:
-            f.write(json.dumps(result) + "\n")
         return 0
 
     from ship_classifier import ship

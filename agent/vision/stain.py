@@ -275,8 +275,15 @@ def _lab(image: npt.NDArray[Any]) -> FloatArray:
 
 def lab_stats(image: npt.NDArray[Any]) -> tuple[FloatArray, FloatArray]:
     """Per-channel L*a*b* mean and standard deviation over the whole crop."""
-    lab = _lab(image).reshape(-1, 3)
-    return lab.mean(axis=0), np.maximum(lab.std(axis=0), 1e-3)
+    return _lab_stats(_lab(image))
+
+
+def _lab_stats(lab: FloatArray) -> tuple[FloatArray, FloatArray]:
+    mean, std = cv2.meanStdDev(lab)
+    return (
+        np.asarray(mean, np.float32).reshape(3),
+        np.maximum(np.asarray(std, np.float32).reshape(3), 1e-3),
+    )
 
 
 def reinhard_normalize(rgb: npt.NDArray[Any], ref: StainReference) -> FloatArray:
@@ -287,7 +294,7 @@ def reinhard_normalize(rgb: npt.NDArray[Any], ref: StainReference) -> FloatArray
     out = np.empty(batch.shape, np.float32)
     for i, image in enumerate(batch):
         lab = _lab(image)
-        mean, std = lab_stats(image)
+        mean, std = _lab_stats(lab)
         lab = (lab - mean) * (ref_std / std) + ref_mean
         lab[..., 0] = np.clip(lab[..., 0], 0.0, 100.0)
         out[i] = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
