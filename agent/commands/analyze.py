@@ -14,20 +14,15 @@ import logging
 import math
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from agent.commands.common import load_selected_config
+from agent.commands.image_inputs import image_inputs, read_image
 from agent.errors import InputError
 from agent.vision.field_analysis import CellFinding, FieldAnalyzer
-from drivers.camera.base import BgrImage
 
 _log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
 def register(
@@ -53,42 +48,6 @@ def register(
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or directories")
     p.set_defaults(func=execute)
-
-
-def image_paths(paths: Sequence[Path]) -> Iterator[Path]:
-    """Files named on the command line, then the images under each named directory (sorted).
-
-    A missing path is yielded as is, so that reading it reports it like any other bad file.
-    """
-    for path in paths:
-        if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if not found:
-                _log.warning("%s: no images found", path)
-            yield from found
-        else:
-            yield path
-
-
-def read_image(path: Path) -> BgrImage:
-    """The image at ``path`` as 8-bit BGR, or an ``InputError`` naming the problem."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError as e:
-        raise InputError(f"{path}: no such file") from e
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
-    if data.size == 0:
-        raise InputError(f"{path}: empty file")
-    try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    except cv2.error as e:
-        raise InputError(f"{path}: not a readable image") from e
-    if image is None or image.size == 0:
-        raise InputError(f"{path}: not a readable image")
-    return np.ascontiguousarray(image, dtype=np.uint8)
 
 
 def cell_record(finding: CellFinding) -> dict[str, object]:
@@ -127,8 +86,10 @@ def execute(args: argparse.Namespace) -> int:
     analyzer = FieldAnalyzer.load(config.vision.models_dir, config.vision.threads)
     failed = 0
     analysed = 0
-    for path in image_paths(args.paths):
+    for path in image_inputs(args.paths):
         try:
+            if isinstance(path, InputError):
+                raise path  # a named path that does not exist
             findings = analyzer.analyze(read_image(path), pixel_size)
         except InputError as e:
             message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"

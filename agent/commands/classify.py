@@ -13,21 +13,18 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-import cv2
-import numpy as np
-
 from agent.commands.common import load_selected_config
+from agent.commands.image_inputs import image_inputs, read_image
 from agent.errors import InputError
 from agent.vision.classifier import CellCall, CellClassifier
 from drivers.camera.base import BgrImage
 
 _log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 CHUNK = 32
 """Images decoded and classified together: bounds memory on large directories."""
 EXIT_FILE_ERRORS = 1
@@ -56,39 +53,6 @@ def register(
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or directories")
     p.set_defaults(func=execute)
-
-
-def image_files(paths: Sequence[Path]) -> Iterator[Path | InputError]:
-    """Files named on the command line, then images found under directories (sorted).
-
-    A path that does not exist yields an ``InputError`` in its place.
-    """
-    for path in paths:
-        if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-            )
-            if not found:
-                _log.warning("%s: no images found", path)
-            yield from found
-        elif path.exists():
-            yield path
-        else:
-            yield InputError(f"{path}: no such file or directory")
-
-
-def read_image(path: Path) -> BgrImage:
-    """A BGR image, or InputError for an empty, unreadable or non-image file."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read file: {e.strerror or e}") from e
-    if data.size == 0:
-        raise InputError(f"{path}: empty file")
-    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if decoded is None or decoded.size == 0:
-        raise InputError(f"{path}: not a readable image")
-    return np.asarray(decoded, dtype=np.uint8)
 
 
 def _json_line(path: Path, call: CellCall) -> str:
@@ -162,7 +126,7 @@ def execute(args: argparse.Namespace) -> int:
 
     pending: list[tuple[Path, BgrImage]] = []
     try:
-        for item in image_files(args.paths):
+        for item in image_inputs(args.paths):
             if isinstance(item, InputError):
                 fail(item)
                 continue
