@@ -22,6 +22,14 @@ class AugmentConfig:
     strong: bool = True
     scale: float = 0.15
     """Relative scale range (+-), for pixel-size calibration error and cell size spread."""
+    p_wide_scale: float = 0.0
+    """Fraction of crops whose scale is drawn log-uniform from ``wide_scale`` instead:
+    cell spreading varies with smear thickness and technique between labs, and a
+    device's pixel size is calibrated but not perfect; the rest stay near 1."""
+    wide_scale: tuple[float, float] = (0.6, 1.4)
+    pad_background: bool = False
+    """Fill beyond the source image with its background colour, as the runtime pads
+    (``crop_centred``), instead of mirroring it (a mirrored half-cell)."""
     shift_px: float = 6.0
     """Detector centring error, pixels at the reference scale."""
     p_colour: float = 0.85
@@ -39,8 +47,16 @@ class AugmentConfig:
     gamma: float = 0.35
     """log-gamma range (+-)."""
     contrast: float = 0.3
+    contrast_low: float = 0.0
+    """If > 0: contrast factor drawn from [1 - this, 1 + contrast] (washed-out optics)."""
     hue_rad: float = 0.25
     saturation: float = 0.4
+    channel_od: float = 0.0
+    """Per-channel optical-density gain range (log, +-): a camera's spectral response and
+    a stain's absorption spectrum weight R, G and B differently (0: off)."""
+    p_lowres: float = 0.0
+    lowres: tuple[float, float] = (1.5, 3.0)
+    """Downscale-upscale factor range: a coarser sensor or lens than the reference."""
     p_blur: float = 0.6
     blur_sigma: tuple[float, float] = (0.3, 2.2)
     """Gaussian blur sigma range, pixels at the reference scale (defocus, optics)."""
@@ -61,7 +77,11 @@ def geometric(
     n, _, w, _ = images_u8.shape
     x = images_u8.permute(0, 3, 1, 2).float().div_(255.0)
     angle = _uniform(n, 0.0, 2.0 * math.pi, g)
-    scale = torch.exp(_uniform(n, -math.log(1 + cfg.scale), math.log(1 + cfg.scale), g))
+    log_scale = _uniform(n, -math.log(1 + cfg.scale), math.log(1 + cfg.scale), g)
+    if cfg.p_wide_scale > 0:
+        wide = _uniform(n, math.log(cfg.wide_scale[0]), math.log(cfg.wide_scale[1]), g)
+        log_scale = torch.where(torch.rand(n, generator=g) < cfg.p_wide_scale, wide, log_scale)
+    scale = torch.exp(log_scale)
     flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
     # affine_grid maps output coords in [-1, 1] to input coords in [-1, 1].
     k = (out_size / w) / scale
@@ -73,7 +93,23 @@ def geometric(
     theta[:, 1, 1] = cos
     theta[:, :, 2] = _uniform(2 * n, -1.0, 1.0, g).view(n, 2) * (2.0 * cfg.shift_px / w)
     grid = F.affine_grid(theta, [n, 3, out_size, out_size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if not cfg.pad_background:
+        return F.grid_sample(
+            x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
+    white = background(x)
+    out = F.grid_sample(x - white, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out + white
+
+
+def background(x: torch.Tensor) -> torch.Tensor:
+    """N x 3 x 1 x 1 background colour: median of the brightest 10 % (as the runtime)."""
+    sub = x[:, :, ::4, ::4].flatten(2)  # N x 3 x P
+    brightness = sub.sum(dim=1)
+    k = max(1, int(0.1 * brightness.shape[1]))
+    idx = brightness.topk(k, dim=1).indices  # N x k
+    bright = torch.gather(sub, 2, idx.unsqueeze(1).expand(-1, 3, -1))
+    return bright.median(dim=2).values.view(-1, 3, 1, 1)
 
 
 def _apply_matrix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -129,6 +165,8 @@ def stain_jitter(
     # od' = new_basis^T diag(amount) basis^-T od: one 3 x 3 matrix per sample.
     m = new_basis.transpose(1, 2) @ (amount * torch.linalg.inv(basis).T.unsqueeze(0))
     od = _apply_matrix(m, od)
+    if cfg.channel_od > 0:
+        od = od * torch.exp(_uniform(3 * n, -cfg.channel_od, cfg.channel_od, g)).view(n, 3, 1, 1)
     return torch.exp(-od.clamp_min(0.0))
 
 
@@ -141,7 +179,8 @@ def colour(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Ten
     gamma = torch.exp(_uniform(n, -cfg.gamma, cfg.gamma, g)).view(n, 1, 1, 1)
     x = x.clamp_min(1e-4) ** gamma
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    c = 1.0 + _uniform(n, -cfg.contrast, cfg.contrast, g).view(n, 1, 1, 1)
+    low = cfg.contrast_low if cfg.contrast_low > 0 else cfg.contrast
+    c = 1.0 + _uniform(n, -low, cfg.contrast, g).view(n, 1, 1, 1)
     x = (x - mean) * c + mean
     # Hue: rotation about the grey axis (Rodrigues); saturation: distance from grey.
     a = _uniform(n, -cfg.hue_rad, cfg.hue_rad, g)
@@ -153,6 +192,15 @@ def colour(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Ten
     rot = cos * torch.eye(3) + sin * ux + (1 - cos) * uu
     m = uu + s.view(n, 1, 1) * (rot - uu)  # keep grey, scale chroma by s after rotating
     return _apply_matrix(m, x).clamp(0.0, 1.0)
+
+
+def lowres(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Area-downscale by ``factor`` and bilinear upscale back: lost resolution."""
+    h, w = x.shape[2:]
+    small = F.interpolate(
+        x, size=(max(4, round(h / factor)), max(4, round(w / factor))), mode="area"
+    )
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
 
 def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -248,6 +296,9 @@ def augment(
         x = _subset(x, cfg.p_colour, g, lambda v: stain_jitter(v, stains, cfg, g))
         x = _subset(x, cfg.p_colour, g, lambda v: colour(v, cfg, g))
         x = _subset(x, cfg.p_blur, g, lambda v: blur(v, _uniform(len(v), *cfg.blur_sigma, g)))
+        if cfg.p_lowres > 0:
+            factor = float(_uniform(1, *cfg.lowres, g))  # one factor per batch: one resize
+            x = _subset(x, cfg.p_lowres, g, lambda v: lowres(v, factor))
         x = _subset(x, cfg.p_noise, g, lambda v: _noise(v, cfg, g))
         x = _subset(
             x,

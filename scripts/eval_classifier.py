@@ -6,7 +6,9 @@ prints every number the model card reports: PBC val per-class recall/precision a
 confusion for INT8 (``CellClassifier``, the agent's own code path: rescale, crop, stain
 normalisation, onnxruntime) and FP32 (the card's ``fp32_file`` through the same code),
 the BCCD cross-lab 5-class accuracy and confusion (``classify_at`` on the whole fields
-at 0.0714 um/px, cells at their WBC box centres), the ``unidentified`` rates, latency.
+at 0.0714 um/px, cells at their WBC box centres), the simulated-field check
+(``sim_check_classifier.py``: per-class recall and white-cell differential), the
+``unidentified`` rates, latency. ``ship_classifier.py`` writes these numbers into the card.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from classifier_data import (
     bccd_fields,
 )
 from classifier_metrics import bccd_metrics, pbc_metrics, unidentified_stats
+from sim_check_classifier import sim_cells, sim_metrics
 
 from agent.errors import ModelLoadError
 from agent.vision.classifier import CellClassifier
@@ -74,6 +77,7 @@ def evaluate(models_dir: Path, data: Path, threads: int) -> dict[str, Any]:
     fp32 = fp32_classifier(int8, models_dir, threads)
     images, labels = pbc_val(data)
     fields, skipped = bccd_fields(data)
+    sim = sim_cells(data / "pbc" / "val", crop_px=int8.crop_px, reference_um=int8.pixel_size_um)
     result: dict[str, Any] = {"models_dir": str(models_dir), "sha256": int8.card.sha256}
     for name, clf in (("int8", int8), ("fp32", fp32)):
         start = time.perf_counter()
@@ -95,16 +99,21 @@ def evaluate(models_dir: Path, data: Path, threads: int) -> dict[str, Any]:
         bccd["unidentified"] = unidentified_stats(
             bp, np.array([CLASSES.index(t) for t in truth]), clf.threshold
         )
-        result[name] = {"pbc_val": pbc, "bccd": bccd}
+        sim_calls = clf.classify_crops(sim.crops_bgr)
+        sim_result = sim_metrics(
+            [c.top_label for c in sim_calls], [c.label for c in sim_calls], sim.truth
+        )
+        result[name] = {"pbc_val": pbc, "bccd": bccd, "sim": sim_result}
     result["threshold"] = int8.threshold
     result["temperature"] = int8.temperature
+    result["tta"] = int8.tta
     return result
 
 
 def report(r: dict[str, Any]) -> str:
     out = []
     i8, f32 = r["int8"], r["fp32"]
-    out.append(f"models: {r['models_dir']} (sha256 {r['sha256'][:16]}...)")
+    out.append(f"models: {r['models_dir']} (sha256 {r['sha256'][:16]}...), TTA {r['tta']}")
     out.append(
         f"PBC val accuracy: INT8 {100 * i8['pbc_val']['accuracy']:.2f} %, "
         f"FP32 {100 * f32['pbc_val']['accuracy']:.2f} % (n = {i8['pbc_val']['n']})"
@@ -147,6 +156,26 @@ def report(r: dict[str, Any]) -> str:
         f"errors caught; BCCD {100 * ub['unidentified_fraction']:.1f} % of cells, 8-class accuracy "
         f"of the rest {100 * ub['accuracy_of_identified']:.1f} %"
     )
+    sim = i8["sim"]
+    out.append("")
+    out.append(
+        f"simulated fields (PBC val cells on synthetic smears, n = {sim['n']}): accuracy INT8 "
+        f"{100 * sim['accuracy']:.1f} %, FP32 {100 * f32['sim']['accuracy']:.1f} %"
+    )
+    out.append("| class | n | INT8 recall % |\n|---|---|---|")
+    for c, v in sim["recall"].items():
+        out.append(f"| {c} | {sim['support'][c]} | {100 * v:.1f} |")
+    out.append(
+        "| white cell | truth /100 | classified /100 (INT8) | difference |\n|---|---|---|---|"
+    )
+    for c, d in sim["differential"].items():
+        out.append(
+            f"| {c} | {d['truth']:.1f} | {d['classified']:.1f} | {d['classified'] - d['truth']:+.1f} |"
+        )
+    out.append(
+        f"largest differential error {sim['largest_differential_error']:.1f} points (limit 3)"
+    )
+    out.append("")
     out.append(
         f"end-to-end ms per cell (PBC val, batched, this machine): INT8 "
         f"{i8['pbc_val']['ms_per_cell_end_to_end']:.2f}, FP32 {f32['pbc_val']['ms_per_cell_end_to_end']:.2f}"

@@ -28,6 +28,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,8 @@ from classifier_data import (
     CLASSES,
     DEFAULT_DATA,
     REPO,
+    WHITE_CELL_CLASSES,
+    BccdCells,
     bccd_white_cells,
     centre_crop,
     load_pbc,
@@ -49,7 +52,7 @@ from classifier_metrics import bccd_metrics, pbc_metrics
 from classifier_net import CellNet
 
 from agent.vision import stain
-from agent.vision.preprocess import InputTransform
+from agent.vision.preprocess import InputTransform, dihedral_views, mean_over_views
 
 _log = logging.getLogger("train_classifier")
 
@@ -96,6 +99,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grey", type=float, default=0.0, help="fraction of crops made grey")
     p.add_argument("--scale", type=float, default=0.3, help="scale augmentation range (+-)")
     p.add_argument(
+        "--p-wide-scale",
+        type=float,
+        default=0.0,
+        help="fraction of crops scaled log-uniformly within --wide-scale instead",
+    )
+    p.add_argument(
+        "--wide-scale",
+        type=lambda s: tuple(float(x) for x in s.split(",")),
+        default=(0.6, 1.4),
+        help="LO,HI of the wide scale augmentation",
+    )
+    p.add_argument(
+        "--pad-background",
+        action="store_true",
+        help="pad beyond the image with its background colour (as the runtime), not mirror",
+    )
+    p.add_argument("--hue", type=float, default=0.25, help="hue rotation range (+- rad)")
+    p.add_argument("--saturation", type=float, default=0.4, help="chroma scale range (+-)")
+    p.add_argument("--contrast-low", type=float, default=0.0, help="contrast reduction down to 1-x")
+    p.add_argument("--channel-od", type=float, default=0.0, help="per-channel OD gain (+- log)")
+    p.add_argument("--p-lowres", type=float, default=0.0, help="downscale-upscale fraction")
+    p.add_argument("--blur-max", type=float, default=2.2, help="largest blur sigma (px)")
+    p.add_argument(
         "--stain-amount", type=float, default=0.6, help="relative stain amount jitter (+-)"
     )
     p.add_argument("--epochs", type=int, default=30)
@@ -106,7 +132,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke)")
+    p.add_argument(
+        "--tta",
+        choices=["none", "dihedral8"],
+        default="none",
+        help="test-time augmentation the shipped model card asks the runtime for",
+    )
     p.add_argument("--experiment", metavar="NAME", help="train + evaluate only, no shipping")
+    p.add_argument(
+        "--evaluate",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="only evaluate a saved experiment checkpoint (.pt) and print its metrics",
+    )
     p.add_argument("--version", default="1.0.0")
     return p.parse_args(argv)
 
@@ -136,16 +174,82 @@ def aug_stains(train_images: np.ndarray, crop: int) -> torch.Tensor:
 
 
 def predict(
-    model: torch.nn.Module, transform: InputTransform, crops: np.ndarray, batch: int = 256
+    model: torch.nn.Module,
+    transform: InputTransform,
+    crops: np.ndarray,
+    batch: int = 64,
+    tta: bool = False,
 ) -> np.ndarray:
-    """Logits of RGB uint8 crops (already at crop size) through the runtime transform."""
+    """Logits of RGB uint8 crops (already at crop size) through the runtime transform.
+
+    ``tta``: mean over the 8 dihedral views, as ``CellClassifier`` with ``dihedral8``.
+    """
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(crops), batch):
-            x = torch.from_numpy(transform.network_input(crops[i : i + batch]))
-            out.append(model(x.contiguous(memory_format=torch.channels_last)).numpy())
+            x = transform.network_input(crops[i : i + batch])
+            if tta:
+                x = dihedral_views(x)
+            t = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+            logits = model(t).numpy()
+            out.append(mean_over_views(logits, 8) if tta else logits)
     return np.concatenate(out)
+
+
+def sim_set(args: argparse.Namespace) -> tuple[np.ndarray, list[str]]:
+    """RGB crops of the simulated-field check (PBC val cells on synthetic smears), cached."""
+    from sim_check_classifier import sim_cells
+
+    cache = args.work / f"sim_cells_{args.crop}.npz"
+    if cache.exists():
+        data = np.load(cache)
+        return data["crops"], [str(t) for t in data["truth"]]
+    sim = sim_cells(args.data / "pbc" / "val", crop_px=args.crop, reference_um=REFERENCE_UM)
+    crops = np.stack([c[:, :, ::-1] for c in sim.crops_bgr])
+    np.savez_compressed(cache, crops=crops, truth=np.array(sim.truth))
+    return crops, sim.truth
+
+
+def evaluate_all(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    transform: InputTransform,
+    val_crops: np.ndarray,
+    val_labels: np.ndarray,
+    bccd: BccdCells,
+) -> dict[str, Any]:
+    """PBC val, BCCD 5-class and the simulated-field check, plain and with 8-view TTA."""
+    from sim_check_classifier import sim_metrics
+
+    sim_crops, sim_truth = sim_set(args)
+    out: dict[str, Any] = {}
+    for suffix, tta in (("", False), ("_tta", True)):
+        val_logits = predict(model, transform, val_crops, tta=tta)
+        bccd_logits = predict(model, transform, bccd.crops, tta=tta)
+        sim_top = [CLASSES[i] for i in predict(model, transform, sim_crops, tta=tta).argmax(1)]
+        out["pbc_val" + suffix] = pbc_metrics(val_logits, val_labels)
+        out["bccd" + suffix] = bccd_metrics(bccd_logits, bccd.labels)
+        out["sim" + suffix] = sim_metrics(sim_top, sim_top, sim_truth)
+    return out
+
+
+def log_result(result: dict[str, Any]) -> None:
+    for suffix in ("", "_tta"):
+        _log.info(
+            "%s%s: PBC val %.4f (white min recall %.3f), BCCD 5-class %.4f (balanced %.4f), "
+            "sim %.4f (lymphocyte %.3f, worst differential %.1f), BCCD predicted %s",
+            result["name"],
+            suffix.replace("_", " "),
+            result["pbc_val" + suffix]["accuracy"],
+            min(result["pbc_val" + suffix]["recall"][c] for c in WHITE_CELL_CLASSES),
+            result["bccd" + suffix]["accuracy"],
+            result["bccd" + suffix]["balanced_accuracy"],
+            result["sim" + suffix]["accuracy"],
+            result["sim" + suffix]["recall"].get("lymphocyte", float("nan")),
+            result["sim" + suffix]["largest_differential_error"],
+            result["bccd" + suffix]["predicted"],
+        )
 
 
 def train(
@@ -157,14 +261,7 @@ def train(
 ) -> tuple[CellNet, list[dict[str, float]]]:
     g = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = CellNet(
-        len(CLASSES),
-        downsample=args.downsample,
-        stem_kind=args.stem,
-        stem=args.stem_width,
-        widths=args.widths,
-    )
-    model = model.to(memory_format=torch.channels_last)
+    model = build_model(args).to(memory_format=torch.channels_last)
     ema = None
     if args.ema > 0:
         ema = torch.optim.swa_utils.AveragedModel(
@@ -195,6 +292,15 @@ def train(
         p_blur=args.p_blur,
         p_noise=args.p_noise,
         p_jpeg=args.p_jpeg,
+        p_wide_scale=args.p_wide_scale,
+        wide_scale=args.wide_scale,
+        pad_background=args.pad_background,
+        hue_rad=args.hue,
+        saturation=args.saturation,
+        contrast_low=args.contrast_low,
+        channel_od=args.channel_od,
+        p_lowres=args.p_lowres,
+        blur_sigma=(0.3, args.blur_max),
     )
     history = []
     prefetch = ThreadPoolExecutor(max_workers=1) if args.prefetch else None
@@ -268,10 +374,49 @@ def train(
     return model, history
 
 
+def build_model(args: argparse.Namespace) -> CellNet:
+    return CellNet(
+        len(CLASSES),
+        downsample=args.downsample,
+        stem_kind=args.stem,
+        stem=args.stem_width,
+        widths=args.widths,
+    )
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> int:
+    """Re-score a saved experiment on every check (e.g. one trained before TTA existed)."""
+    saved = torch.load(args.evaluate, weights_only=False)
+    run_args = argparse.Namespace(**{**vars(args), **saved["args"]})
+    run_args.widths = tuple(run_args.widths)
+    run_args.data, run_args.work = args.data, args.work
+    model = build_model(run_args)
+    model.load_state_dict(saved["state_dict"])
+    spec = saved["transform"]
+    transform = InputTransform(
+        crop_px=int(spec["crop_px"]),
+        pixel_size_um=REFERENCE_UM,
+        reference=stain.StainReference.from_spec(spec["stain"]),
+        mean=tuple(spec["mean"]),  # type: ignore[arg-type]
+        std=tuple(spec["std"]),  # type: ignore[arg-type]
+    )
+    val_set = load_pbc(args.data, "val")
+    bccd = bccd_white_cells(args.data, run_args.crop)
+    val_crops = centre_crop(val_set.images, run_args.crop)
+    result = {
+        "name": f"{args.evaluate.stem} (re-evaluated)",
+        **evaluate_all(run_args, model, transform, val_crops, val_set.labels, bccd),
+    }
+    log_result(result)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
+    if args.evaluate:
+        return evaluate_checkpoint(args)
     torch.manual_seed(args.seed)
     wall_start = time.time()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -294,27 +439,17 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     val_crops = centre_crop(val_set.images, args.crop)
-    val_logits = predict(model, transform, val_crops)
     bccd = bccd_white_cells(args.data, args.crop)
-    bccd_logits = predict(model, transform, bccd.crops)
     result = {
         "name": args.experiment or f"shipped {time.strftime('%Y-%m-%d %H:%M')}",
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "pbc_val": pbc_metrics(val_logits, val_set.labels),
-        "bccd": bccd_metrics(bccd_logits, bccd.labels),
+        **evaluate_all(args, model, transform, val_crops, val_set.labels, bccd),
         "bccd_skipped": bccd.skipped,
         "load_s": load_s,
         "train_s": train_s,
         "history": history,
     }
-    _log.info(
-        "%s: PBC val %.4f, BCCD 5-class %.4f (balanced %.4f), predicted %s",
-        result["name"],
-        result["pbc_val"]["accuracy"],
-        result["bccd"]["accuracy"],
-        result["bccd"]["balanced_accuracy"],
-        result["bccd"]["predicted"],
-    )
+    log_result(result)
     with (args.work / "experiments.jsonl").open("a", encoding="utf-8") as f:
         f.write(json.dumps(result) + "\n")
     if args.experiment:

@@ -20,7 +20,15 @@ import numpy.typing as npt
 
 from agent.errors import InputError, ModelLoadError
 from agent.vision.model_card import ModelCard, shipped_models_dir
-from agent.vision.preprocess import InputTransform, cells_in_field, centred_cell, check_image
+from agent.vision.preprocess import (
+    TTA_METHODS,
+    InputTransform,
+    cells_in_field,
+    centred_cell,
+    check_image,
+    dihedral_views,
+    mean_over_views,
+)
 from agent.vision.runtime import LoadedModel, load_model
 from drivers.camera.base import BgrImage
 
@@ -68,6 +76,7 @@ class CellClassifier:
         self.labels: tuple[str, ...] = tuple(card.labels)
         self._input_name = model.session.get_inputs()[0].name
         self.temperature = self._card_temperature(card)
+        self.tta = self._card_tta(card)
         self.threshold = float(card.thresholds.get(UNIDENTIFIED, 0.0))
         outputs = model.session.get_outputs()[0].shape
         if len(outputs) != 2 or (isinstance(outputs[1], int) and outputs[1] != len(self.labels)):
@@ -87,6 +96,18 @@ class CellClassifier:
         if not (temperature > 0 and math.isfinite(temperature)):
             raise ModelLoadError(f"card calibration.temperature {temperature} must be positive")
         return temperature
+
+    @staticmethod
+    def _card_tta(card: ModelCard) -> str:
+        """Test-time augmentation named by the card's ``inference.tta`` (default none)."""
+        extra = card.model_extra or {}
+        inference = extra.get("inference", {})
+        tta = inference.get("tta", "none") if isinstance(inference, dict) else "none"
+        if tta not in TTA_METHODS:
+            raise ModelLoadError(
+                f"card inference.tta {tta!r} is not one of {', '.join(TTA_METHODS)}"
+            )
+        return str(tta)
 
     @classmethod
     def load(cls, models_dir: Path | None = None, threads: int = 0) -> CellClassifier:
@@ -137,10 +158,18 @@ class CellClassifier:
         return calls
 
     def logits(self, crops: Sequence[BgrImage]) -> npt.NDArray[np.float32]:
-        """Raw network output for reference-scale BGR crops (uncalibrated)."""
+        """Network output for reference-scale BGR crops (uncalibrated).
+
+        With the card's ``inference.tta`` = ``dihedral8`` the logits are the mean over
+        the 8 rotations/flips of each crop, all run in one batch.
+        """
         x = self._transform.bgr_input(crops)
+        if self.tta == "dihedral8":
+            x = dihedral_views(x)
         out = self._model.session.run(None, {self._input_name: x})[0]
         result: npt.NDArray[np.float32] = np.asarray(out, dtype=np.float32)
+        if self.tta == "dihedral8":
+            result = mean_over_views(result, 8)
         return result
 
     def _call(self, probs: npt.NDArray[np.float64]) -> CellCall:

@@ -125,6 +125,31 @@ def cells_in_field(
     return crops
 
 
+TTA_METHODS = ("none", "dihedral8")
+
+
+def dihedral_views(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The 8 rotations/reflections of N x C x H x W square inputs, view-major (8N).
+
+    A cell on a slide has no up, down or handedness, so the eight views are equally
+    valid pictures of it; averaging the network's answers over them removes the part
+    of its error that depends on orientation. Row ``v * N + i`` is view ``v`` of input
+    ``i``: the rotations by 0, 90, 180, 270 degrees, then the same after a flip.
+    """
+    views = []
+    for flipped in (x, x[:, :, :, ::-1]):
+        for k in range(4):
+            views.append(np.rot90(flipped, k, axes=(2, 3)))
+    return np.ascontiguousarray(np.concatenate(views), dtype=np.float32)
+
+
+def mean_over_views(logits: npt.NDArray[np.float32], views: int) -> npt.NDArray[np.float32]:
+    """Average ``views`` view-major blocks of (views * N) x K logits into N x K."""
+    n = logits.shape[0] // views
+    out: npt.NDArray[np.float32] = logits.reshape(views, n, -1).mean(axis=0).astype(np.float32)
+    return out
+
+
 @dataclass(frozen=True)
 class InputTransform:
     """Everything done to an image before the network, as recorded in the model card.

@@ -26,6 +26,17 @@ Methods (chosen by the model card's ``input.normalization.stain.method``):
     of its stained pixels (mostly red cells and the cell itself) matches the reference; the crop is re-rendered under the reference white. This
     removes lamp, camera and overall staining-intensity differences but keeps each
     stain's hue, which the training augmentation varies instead.
+``twopoint``
+    Two anchor points per crop, both robust to the crop's content: the background
+    (brightest pixels) is the illumination white, and the mean optical density of the
+    darkest stained pixels (the top ``DARK_PERCENTILE`` of total density: the nucleus
+    of every white cell, the granules of a basophil) is the chromatic dark level. Each
+    channel's optical density is scaled so the dark level lands on the reference's
+    (a diagonal map in OD space: it also turns a blue-violet nucleus into the
+    reference's purple), and the crop is re-rendered under the reference white.
+    Unlike ``reinhard``, whose whole-crop statistics change with what the crop holds
+    (a small lymphocyte and a big monocyte get different corrections), both anchors
+    are the same kind of pixel in every white-cell crop.
 ``none``
     Only scaled to [0, 1].
 
@@ -49,8 +60,8 @@ _log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float32]
 UInt8Array = npt.NDArray[np.uint8]
 
-Method = Literal["none", "reinhard", "macenko", "background"]
-METHODS: tuple[Method, ...] = ("none", "reinhard", "macenko", "background")
+Method = Literal["none", "reinhard", "macenko", "background", "twopoint"]
+METHODS: tuple[Method, ...] = ("none", "reinhard", "macenko", "background", "twopoint")
 
 BACKGROUND_PERCENTILE = 90.0
 """Pixels brighter than this percentile of a crop's brightness are its background."""
@@ -63,6 +74,12 @@ ANGLE_PERCENTILE = 1.0
 CONCENTRATION_PERCENTILE = 99.0
 OD_PERCENTILE = 50.0
 """``background``: percentile of the stained pixels' total density matched to the reference."""
+DARK_PERCENTILE = 98.0
+"""``twopoint``: pixels whose total density is above this percentile form the dark level."""
+MIN_DARK_OD = 0.05
+"""``twopoint``: a channel whose dark level is below this OD is not rescaled (no stain)."""
+MAX_CHANNEL_GAIN = 3.0
+"""``twopoint``: per-channel OD scale factors are kept within [1/this, this]."""
 MIN_TISSUE_PIXELS = 64
 ESTIMATION_STRIDE = 2
 """Stain statistics are estimated on every 2nd pixel in each direction (4x faster)."""
@@ -85,6 +102,8 @@ class StainReference:
     """Macenko: RGB (0-255) the background is rendered as."""
     od_level: float = 1.0
     """Background: the reference median total optical density of stained pixels."""
+    dark_od: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Twopoint: reference optical density (R, G, B) of the darkest stained pixels."""
     lab_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Reinhard: L*a*b* mean (OpenCV float scale: L 0-100, a and b about -127..127)."""
     lab_std: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -111,6 +130,14 @@ class StainReference:
             )
         elif self.method == "reinhard":
             spec.update(lab_mean=list(self.lab_mean), lab_std=list(self.lab_std))
+        elif self.method == "twopoint":
+            spec.update(
+                white=list(self.white),
+                dark_od=list(self.dark_od),
+                background_percentile=BACKGROUND_PERCENTILE,
+                dark_percentile=DARK_PERCENTILE,
+                max_channel_gain=MAX_CHANNEL_GAIN,
+            )
         return spec
 
     @classmethod
@@ -141,6 +168,12 @@ class StainReference:
                 if len(w) != 3 or level <= 0:
                     raise ValueError("background needs 3 white values and a positive od_level")
                 return cls(method="background", od_level=level, white=(w[0], w[1], w[2]))
+            if method == "twopoint":
+                w = [float(x) for x in spec["white"]]
+                d = [float(x) for x in spec["dark_od"]]
+                if len(w) != 3 or len(d) != 3 or min(d) <= 0 or min(w) <= 0:
+                    raise ValueError("twopoint needs 3 positive white values and 3 dark ODs")
+                return cls(method="twopoint", white=(w[0], w[1], w[2]), dark_od=(d[0], d[1], d[2]))
             if method == "reinhard":
                 mean = [float(x) for x in spec["lab_mean"]]
                 std = [float(x) for x in spec["lab_std"]]
@@ -302,6 +335,51 @@ def reinhard_normalize(rgb: npt.NDArray[Any], ref: StainReference) -> FloatArray
     return out[0] if single else out
 
 
+def batch_whites(batch: npt.NDArray[Any]) -> FloatArray:
+    """``estimate_white`` of every crop of an N x H x W x 3 batch at once (N x 3)."""
+    px = batch[:, ::ESTIMATION_STRIDE, ::ESTIMATION_STRIDE].reshape(len(batch), -1, 3)
+    px = px.astype(np.float32)
+    brightness = px.sum(axis=2)
+    k = int(np.ceil(brightness.shape[1] * BACKGROUND_PERCENTILE / 100.0))
+    k = min(max(k, 0), brightness.shape[1] - 1)
+    cut = np.partition(brightness, k, axis=1)[:, k : k + 1]
+    out = np.empty((len(batch), 3), np.float32)
+    for i in range(len(batch)):
+        out[i] = np.median(px[i][brightness[i] >= cut[i]], axis=0)
+    white: FloatArray = np.maximum(out, MIN_WHITE).astype(np.float32)
+    return white
+
+
+def dark_levels(od: npt.NDArray[Any]) -> FloatArray:
+    """Mean OD (N x 3) of each crop's darkest ``100 - DARK_PERCENTILE`` % of pixels."""
+    sub = od[:, ::ESTIMATION_STRIDE, ::ESTIMATION_STRIDE].reshape(len(od), -1, 3)
+    total = sub.sum(axis=2)
+    k = min(int(total.shape[1] * DARK_PERCENTILE / 100.0), total.shape[1] - 1)
+    cut = np.partition(total, k, axis=1)[:, k : k + 1]
+    mask = (total >= cut).astype(np.float32)[..., None]
+    level: FloatArray = ((sub * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)).astype(
+        np.float32
+    )
+    return level
+
+
+def twopoint_normalize(rgb: npt.NDArray[Any], ref: StainReference) -> FloatArray:
+    """Map each crop's background and dark level to the reference's (float RGB 0-1)."""
+    batch, single = _as_batch(rgb)
+    whites = batch_whites(batch)
+    od = -np.log((batch.astype(np.float32) + 1.0) / (whites[:, None, None, :] + 1.0))
+    np.maximum(od, 0.0, out=od)
+    dark = dark_levels(od)
+    ref_dark = np.asarray(ref.dark_od, np.float32)
+    gain = np.where(dark > MIN_DARK_OD, ref_dark / np.maximum(dark, EPS), 1.0)
+    gain = np.clip(gain, 1.0 / MAX_CHANNEL_GAIN, MAX_CHANNEL_GAIN).astype(np.float32)
+    od *= -gain[:, None, None, :]
+    out = np.exp(od, out=od)
+    out *= np.asarray(ref.white, np.float32) / 255.0
+    np.clip(out, 0.0, 1.0, out=out)
+    return out[0] if single else out
+
+
 def normalize(rgb: npt.NDArray[Any], ref: StainReference) -> FloatArray:
     """Apply ``ref``'s method to RGB uint8 crops (N x H x W x 3 or H x W x 3)."""
     if ref.method == "macenko":
@@ -310,6 +388,8 @@ def normalize(rgb: npt.NDArray[Any], ref: StainReference) -> FloatArray:
         return reinhard_normalize(rgb, ref)
     if ref.method == "background":
         return background_normalize(rgb, ref)
+    if ref.method == "twopoint":
+        return twopoint_normalize(rgb, ref)
     batch, single = _as_batch(rgb)
     out = batch.astype(np.float32) / 255.0
     return out[0] if single else out
@@ -362,5 +442,19 @@ def fit_reference(images: Sequence[npt.NDArray[Any]], method: Method) -> StainRe
             method="background",
             od_level=float(np.median(levels)),
             white=(float(w[0]), float(w[1]), float(w[2])),
+        )
+    if method == "twopoint":
+        batch = np.stack(list(images))
+        crop_whites = batch_whites(batch)
+        od = np.maximum(
+            -np.log((batch.astype(np.float32) + 1.0) / (crop_whites[:, None, None, :] + 1.0)),
+            0.0,
+        )
+        dark = np.median(dark_levels(od), axis=0)
+        w = np.median(crop_whites, axis=0)
+        return StainReference(
+            method="twopoint",
+            white=(float(w[0]), float(w[1]), float(w[2])),
+            dark_od=(float(dark[0]), float(dark[1]), float(dark[2])),
         )
     return StainReference(method="none")
