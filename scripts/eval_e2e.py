@@ -128,6 +128,9 @@ def child(
         "percent": {c: report.differential[c].percent for c in WBC} if report.differential else {},
         "counts": {c: report.differential[c].count for c in WBC} if report.differential else {},
         "simulator": "own process" if external_sim else "in-process",
+        "models": [
+            f"{m.name} {m.version} sha256 {m.sha256[:12]}" for m in report.provenance.models
+        ],
     }
     out["diagnosis"] = diagnose(config, sim_config, sample_id)
     if report.truth is not None and report.truth != out["diagnosis"]["truth"]:
@@ -186,6 +189,14 @@ def diagnose(config: Any, sim_config: Any, sample_id: str) -> dict[str, Any]:
             false_detections[c.label] += 1
         else:
             confusion[truth[obj_id].cls][c.label] += 1
+    offsets = sorted(
+        math.hypot(truth[o].x_um - c.x_um, truth[o].y_um - c.y_um)
+        for c in cells
+        if (o := cell_to_obj.get(c.cell_id)) is not None
+    )
+    source = source_image_calls(
+        slide, [(c, truth[cell_to_obj[c.cell_id]]) for c in cells if c.cell_id in cell_to_obj]
+    )
     missed_whole: Counter[str] = Counter()
     missed_cut: Counter[str] = Counter()
     whole_truth: Counter[str] = Counter()
@@ -202,6 +213,46 @@ def diagnose(config: Any, sim_config: Any, sample_id: str) -> dict[str, Any]:
         "missed_whole": dict(missed_whole),
         "missed_cut": dict(missed_cut),
         "whole_truth": dict(whole_truth),
+        "centre_offset_um": {
+            "median": round(offsets[len(offsets) // 2], 2) if offsets else None,
+            "p95": round(offsets[int(0.95 * (len(offsets) - 1))], 2) if offsets else None,
+        },
+        "source": source,
+    }
+
+
+def source_image_calls(slide: Any, matched: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """The classifier on the library images the slide's cells were drawn from.
+
+    A cell wrong on the slide but right on its source image is a compositing/imaging
+    effect (rotation, the camera model, neighbouring cells, crop centring); wrong on
+    both, it is the classifier's own error on that cell.
+    """
+    import cv2
+
+    from agent.vision.classifier import CellClassifier
+
+    classifier = CellClassifier.load(None, 0)
+    wbc = [(c, obj) for c, obj in matched if obj.cls in WBC]
+    images = [cv2.imread(str(slide.source_of(obj)), cv2.IMREAD_COLOR) for _, obj in wbc]
+    calls = classifier.classify(images, slide.config.cell_library_pixel_size_um)
+    right_source = sum(
+        1 for (_, obj), call in zip(wbc, calls, strict=True) if call.label == obj.cls
+    )
+    right_slide = sum(1 for c, obj in wbc if c.label == obj.cls)
+    only_on_slide: Counter[str] = Counter()
+    on_both: Counter[str] = Counter()
+    for (c, obj), call in zip(wbc, calls, strict=True):
+        if c.label == obj.cls:
+            continue
+        key = f"{obj.cls}->{c.label}"
+        (on_both if call.label != obj.cls else only_on_slide)[key] += 1
+    return {
+        "cells": len(wbc),
+        "right_on_slide": right_slide,
+        "right_on_source": right_source,
+        "wrong_only_on_slide": dict(only_on_slide),
+        "wrong_on_source_too": dict(on_both),
     }
 
 
@@ -221,6 +272,7 @@ def print_run(r: dict[str, Any]) -> bool:
         f"\n== library {r['library']}, seed {r['seed']}: {r['status']}, {r['wbc_counted']} white cells "
         f"(+{r['unidentified']} unidentified) in {r['fields']} fields, stop: {r['stop_reason']}"
     )
+    print(f"   models: {', '.join(r['models'])}")
     print(
         f"   sample {t['total_s']:.1f} s [{'PASS' if ok_time else 'FAIL'} < {MAX_MINUTES:g} min]: "
         f"acquisition {t['acquisition_s']:.1f} s, analysis {t['analysis_s']:.1f} s, "
@@ -257,6 +309,17 @@ def print_run(r: dict[str, Any]) -> bool:
             f"{k} {v}" for k, v in sorted(row.items(), key=lambda kv: -kv[1]) if k != cls
         )
         print(f"     {cls:<12} {right}/{n} right" + (f"; {others}" if others else ""))
+    src = d["source"]
+    print(
+        f"   same white cells classified from their library source images: {src['right_on_source']}"
+        f"/{src['cells']} right (on the slide {src['right_on_slide']}/{src['cells']}); slide errors "
+        f"also made on the source image: {src['wrong_on_source_too'] or 'none'}; made only on the "
+        f"slide: {src['wrong_only_on_slide'] or 'none'}"
+    )
+    off = d["centre_offset_um"]
+    print(
+        f"   detected centre vs true centre: median {off['median']} um, 95th percentile {off['p95']} um"
+    )
     print(f"   detections matching no slide object: {d['false_detections'] or 'none'}")
     print(f"   slide objects not counted though whole in a field: {d['missed_whole'] or 'none'}")
     print(f"   slide objects never whole in an analysed field (cut): {d['missed_cut'] or 'none'}")
