@@ -59,8 +59,12 @@ class Rig:
         # (A last will 'offline' of the killed daemon may still arrive around it.)
         before = onlines()
         process = DaemonProcess(self.config, self.tmp / f"daemon-{self.starts}.log")
-        process.wait_ready()
-        wait_for(lambda: onlines() > before, 20, "the daemon's 'online'")
+        try:
+            process.wait_ready()
+            wait_for(lambda: onlines() > before, 20, "the daemon's 'online'")
+        except BaseException:
+            process.stop()
+            raise
         return process
 
     def requester(self) -> Requester:
