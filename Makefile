@@ -12,7 +12,7 @@ TEST_SYSTEM_PACKAGES := mosquitto openssl
 .PHONY: run test check lint typecheck schemas train clean help system-deps
 
 help:
-	@echo "make run    - analyse one sample on the simulated analyzer (creates .venv)"
+	@echo "make run    - analyse one sample on the simulated analyzer (creates .venv; ARGS=\"--seed 3\")"
 	@echo "make test   - install test dependencies (incl. mosquitto) and run the test suite"
 	@echo "make check  - ruff, mypy and the tests"
 	@echo "make schemas - regenerate docs/*.schema.json from the models"
@@ -43,8 +43,11 @@ system-deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+# One sample on the simulated analyzer; a throwaway mosquitto on localhost:1883 is
+# started for it when mosquitto is installed and no broker listens there.
+# Demo options pass through ARGS, e.g. make run ARGS="--seed 3 --target 100".
 run: $(VENV)/.runtime
-	$(VENV)/bin/algocyte-agent demo
+	scripts/demo.sh $(ARGS)
 
 test: $(VENV)/.dev system-deps
 	$(PY) -m pytest

@@ -1,6 +1,6 @@
 """Benchmark: outbox write cost, live delivery latency, and reconnect + replay after an outage.
 
-Run: .venv/bin/python tests/bench_mqtt_replay.py [--results 200] [--inflight 10]
+Run: .venv/bin/python scripts/bench_mqtt_replay.py [--results 200] [--inflight 10]
 
 Starts its own mosquitto (persistent, so a subscriber with a persistent session sees
 everything), submits results while the broker is down, starts it again and times
