@@ -62,7 +62,7 @@ def classifier_pair(models_dir: Path, threads: int) -> dict[str, CellClassifier]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path, default=shipped_models_dir())
-    p.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--repeats", type=int, default=10)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

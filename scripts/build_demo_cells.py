@@ -65,7 +65,11 @@ def quality(image: np.ndarray, cls: str) -> tuple[float, float] | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=Path("/work/shared/data/pbc/train"))
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "pbc" / "train",
+    )
     parser.add_argument("--sheet", type=Path, help="write a contact sheet of the chosen cells")
     args = parser.parse_args()
     excluded = set()

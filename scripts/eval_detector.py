@@ -75,7 +75,7 @@ def evaluate(models: Path, data: Path, repeats: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=Path, default=shipped_models_dir())
-    p.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--write-card", action="store_true")
     args = p.parse_args(argv)

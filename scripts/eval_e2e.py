@@ -19,7 +19,7 @@ target 200 white cells, MQTT off. Reported per run:
 Usage::
 
     flock /tmp/algocyte-train.lock .venv/bin/python scripts/eval_e2e.py \
-        [--seeds 1 2 3] [--libraries demo /work/shared/data/pbc/val] [--target 200] [--json out.json]
+        [--seeds 1 2 3] [--libraries demo ../shared/data/pbc/val] [--target 200] [--json out.json]
 
 ``flock`` keeps model training off the two cores while the timing is measured.
 """
@@ -332,7 +332,7 @@ def main() -> int:
     parser.add_argument(
         "--libraries",
         nargs="+",
-        default=["demo", "/work/shared/data/pbc/val"],
+        default=["demo", str(ROOT.parent / "shared" / "data" / "pbc" / "val")],
         help="'demo' (the shipped demo library) or cell-library folders",
     )
     parser.add_argument("--target", type=int, default=200)

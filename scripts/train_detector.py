@@ -68,7 +68,7 @@ OUTPUTS = ("heatmap", "regression")
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", type=Path, default=Path("/work/shared/data"))
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--models", type=Path, default=ROOT / "models")
     p.add_argument("--work", type=Path, default=Path("/tmp/algocyte-detector"))
     p.add_argument("--steps", type=int, default=3000)

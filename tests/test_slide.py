@@ -16,7 +16,7 @@ from tests.sim_helpers import dark_mask, expected_pixel, field_rect, nucleus_pix
 
 PS = REFERENCE_PIXEL_UM
 W, H = 1024, 768
-PBC_VAL = Path("/work/shared/data/pbc/val")
+PBC_VAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "pbc" / "val"
 
 
 @pytest.fixture(scope="module")
