@@ -165,7 +165,7 @@ def test_a_full_sample_publishes_one_valid_report_and_one_fhir_bundle(setup: Set
     setup.reports["S-FULL"] = report
 
 
-def test_get_result_get_cell_image_and_reclassify(setup: Setup) -> None:
+def test_get_result_get_cell_image_reclassify_and_finalize(setup: Setup) -> None:
     original = setup.reports.get("S-FULL")
     if original is None:
         pytest.skip("needs the full sample of the previous test")
@@ -214,6 +214,15 @@ def test_get_result_get_cell_image_and_reclassify(setup: Setup) -> None:
     finally:
         store.close()
     assert versions == [original["result_id"], doc["result_id"]]  # the original is kept
+
+    signed = req.call("finalize", sample_id="S-FULL", reviewer="dr who")
+    assert signed["status"] == "ok", signed
+    assert signed["data"]["status"] == "final"
+    assert signed["data"]["supersedes"] == doc["result_id"]
+    final = wait_result(setup.watcher, "S-FULL", status="final", timeout=10)
+    assert final["result_id"] == signed["data"]["result_id"]
+    again = req.call("finalize", sample_id="S-FULL", reviewer="dr who")
+    assert again["status"] == "error"  # a final result cannot be signed off twice
 
 
 def test_abort_stops_a_running_sample_with_an_aborted_report(setup: Setup) -> None:

@@ -17,6 +17,7 @@ from agent.report.model import Report
 from agent.transport.commands import (
     AbortArgs,
     CommandArgs,
+    FinalizeArgs,
     GetCellImageArgs,
     GetResultArgs,
     HomeArgs,
@@ -47,6 +48,8 @@ class CommandTarget(Protocol):
     def cell_image(self, sample_id: str, cell_id: int) -> bytes: ...
 
     def reclassify(self, sample_id: str, cell_id: int, label: str, reviewer: str) -> Report: ...
+
+    def finalize(self, sample_id: str, reviewer: str) -> Report: ...
 
 
 ABORT_REASON = "aborted on request (abort command)"
@@ -88,6 +91,9 @@ class DaemonCommandHandler:
                 report = self._target.reclassify(
                     args.sample_id, args.cell_id, args.label, args.reviewer
                 )
+                return _result_data(report)
+            case FinalizeArgs():
+                report = self._target.finalize(args.sample_id, args.reviewer)
                 return _result_data(report)
         raise InputError(f"the analyzer has no handler for {command!r}")
 

@@ -360,6 +360,9 @@ class AnalyzerService:
             lambda: self.reports.reclassify(sample_id, cell_id, label, reviewer)
         )
 
+    def finalize(self, sample_id: str, reviewer: str) -> Report:
+        return self.publisher.issue(lambda: self.reports.finalize(sample_id, reviewer))
+
     def _refuse_unless_idle(self, what: str, *, allow_error: bool = True) -> None:
         """Called with the lock held."""
         if self._stopping:

@@ -99,6 +99,15 @@ class ReclassifyArgs(CommandArgs):
         return value
 
 
+class FinalizeArgs(CommandArgs):
+    """A reviewer signs the result off; the report is re-issued as 'final'."""
+
+    sample_id: SampleId
+    reviewer: str = Field(
+        min_length=1, max_length=64, pattern=_PRINTABLE, description="Who signed the result off."
+    )
+
+
 COMMANDS: Final[dict[str, type[CommandArgs]]] = {
     "start_sample": StartSampleArgs,
     "abort": AbortArgs,
@@ -108,6 +117,7 @@ COMMANDS: Final[dict[str, type[CommandArgs]]] = {
     "get_result": GetResultArgs,
     "get_cell_image": GetCellImageArgs,
     "reclassify": ReclassifyArgs,
+    "finalize": FinalizeArgs,
 }
 """Every command by the name used in its topic, ``request/<name>``."""
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from agent.transport.commands import (
     AbortArgs,
     CommandArgs,
+    FinalizeArgs,
     GetCellImageArgs,
     GetResultArgs,
     HomeArgs,
@@ -69,6 +70,7 @@ REQUESTS: Final[dict[str, dict[str, Any]]] = {
     "reclassify": _request(
         ReclassifyArgs(sample_id="S-2025-0042", cell_id=17, label="monocyte", reviewer="dr.jones")
     ),
+    "finalize": _request(FinalizeArgs(sample_id="S-2025-0042", reviewer="dr.jones")),
 }
 """One valid request per command (the docs show them; the tests send them)."""
 
