@@ -32,14 +32,13 @@ sys.path.insert(0, str(ROOT))
 from agent.acquisition.config import AcquisitionConfig  # noqa: E402
 from agent.acquisition.field import FieldImage  # noqa: E402
 from agent.acquisition.scanner import Scanner, ScanResult  # noqa: E402
-from drivers.camera.base import Camera, CameraSettings, Frame  # noqa: E402
 from drivers.camera.config import CameraConfig  # noqa: E402
 from drivers.camera.factory import open_camera  # noqa: E402
 from drivers.sim.analyzer import SimulatedAnalyzer  # noqa: E402
 from drivers.sim.config import OpticsConfig, SimulatorConfig  # noqa: E402
 from drivers.sim.controller_config import FAST_TIMING, VirtualControllerConfig  # noqa: E402
 from drivers.sim.smear import Rect  # noqa: E402
-from drivers.stage.base import Position  # noqa: E402
+from drivers.sim.truth_camera import TruthRecordingCamera  # noqa: E402
 from drivers.stage.config import StageConfig  # noqa: E402
 from drivers.stage.factory import build_stage  # noqa: E402
 
@@ -51,26 +50,6 @@ VARIED_OPTICS = [
     {"focus_tilt_x_um_per_mm": -2.5, "focus_tilt_y_um_per_mm": -3.0, "focus_bow_um": -6.0},
 ]
 """With --vary-optics, slide n gets entry n % 3: tilted and bowed differently."""
-
-
-class RecordingCamera:
-    """Passes every call to the simulated camera; notes the true stage position per capture."""
-
-    def __init__(self, camera: Camera, analyzer: SimulatedAnalyzer) -> None:
-        self._camera = camera
-        self._analyzer = analyzer
-        self.positions: dict[float, Position] = {}
-
-    def configure(self, settings: CameraSettings) -> None:
-        self._camera.configure(settings)
-
-    def capture(self) -> Frame:
-        frame = self._camera.capture()
-        self.positions[frame.metadata.timestamp] = self._analyzer.controller.true_position()
-        return frame
-
-    def close(self) -> None:
-        self._camera.close()
 
 
 @dataclass
@@ -98,7 +77,7 @@ def run_slide(
         stage = build_stage(stage_config, simulator_port=analyzer.port_path)
         stage.connect()
         stage.home()
-        camera = RecordingCamera(open_camera(camera_config, analyzer), analyzer)
+        camera = TruthRecordingCamera(open_camera(camera_config, analyzer), analyzer)
         errors: list[float] = []
 
         def analyse(field: FieldImage) -> int:

@@ -15,36 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.acquisition.config import AcquisitionConfig
-from drivers.camera.base import Camera, CameraSettings, Frame
 from drivers.camera.config import CameraConfig
 from drivers.camera.factory import open_camera
 from drivers.sim.analyzer import SimulatedAnalyzer
 from drivers.sim.config import SimulatorConfig
 from drivers.sim.controller_config import FAST_TIMING
-from drivers.stage.base import Position, Stage
+from drivers.sim.truth_camera import TruthRecordingCamera
+from drivers.stage.base import Stage
 from drivers.stage.config import StageConfig
 from drivers.stage.factory import build_stage
-
-
-class TruthRecordingCamera:
-    """A ``Camera`` that delegates to the real one and records the true stage position."""
-
-    def __init__(self, camera: Camera, analyzer: SimulatedAnalyzer) -> None:
-        self._camera = camera
-        self._analyzer = analyzer
-        self.positions: dict[float, Position] = {}
-        """True stage position at each capture, by the frame's timestamp."""
-
-    def configure(self, settings: CameraSettings) -> None:
-        self._camera.configure(settings)
-
-    def capture(self) -> Frame:
-        frame = self._camera.capture()
-        self.positions[frame.metadata.timestamp] = self._analyzer.controller.true_position()
-        return frame
-
-    def close(self) -> None:
-        self._camera.close()
 
 
 @dataclass
