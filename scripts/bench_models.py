@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,21 +34,12 @@ from detector_eval import count, run_detector, shipped_pair  # noqa: E402
 from detector_sim import validation_fields  # noqa: E402
 from eval_classifier import fp32_classifier, pbc_val  # noqa: E402
 
+from agent.commands.bench import median_ms  # noqa: E402
 from agent.vision.classifier import CellClassifier  # noqa: E402
 from agent.vision.model_card import shipped_models_dir  # noqa: E402
 from agent.vision.synthetic_field import synthetic_field  # noqa: E402
 
 FIELD = (2028, 1520)
-
-
-def median_ms(call: Callable[[], object], repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
 
 
 def classifier_pair(models_dir: Path, threads: int) -> dict[str, CellClassifier]:
