@@ -145,6 +145,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="CHECKPOINT",
         help="only evaluate a saved experiment checkpoint (.pt) and print its metrics",
     )
+    p.add_argument(
+        "--from-checkpoint",
+        type=Path,
+        metavar="CHECKPOINT",
+        help=(
+            "export, measure and ship a saved run (.pt) without training it again, e.g. "
+            "with another --tta; the card names the training command that made it"
+        ),
+    )
     p.add_argument("--version", default="1.0.0")
     return p.parse_args(argv)
 
@@ -384,14 +393,18 @@ def build_model(args: argparse.Namespace) -> CellNet:
     )
 
 
-def evaluate_checkpoint(args: argparse.Namespace) -> int:
-    """Re-score a saved experiment on every check (e.g. one trained before TTA existed)."""
-    saved = torch.load(args.evaluate, weights_only=False)
+def load_checkpoint(
+    path: Path, args: argparse.Namespace
+) -> tuple[dict[str, Any], argparse.Namespace, CellNet, InputTransform]:
+    """A saved run: its record, its training arguments (where to read and write from
+    ``args``), the network with its weights and the input transform it was trained with."""
+    saved = torch.load(path, weights_only=False)
     run_args = argparse.Namespace(**{**vars(args), **saved["args"]})
     run_args.widths = tuple(run_args.widths)
-    run_args.data, run_args.work = args.data, args.work
+    run_args.data, run_args.work, run_args.models = args.data, args.work, args.models
     model = build_model(run_args)
     model.load_state_dict(saved["state_dict"])
+    model.eval()
     spec = saved["transform"]
     transform = InputTransform(
         crop_px=int(spec["crop_px"]),
@@ -400,6 +413,71 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         mean=tuple(spec["mean"]),  # type: ignore[arg-type]
         std=tuple(spec["std"]),  # type: ignore[arg-type]
     )
+    return saved, run_args, model, transform
+
+
+def training_command(run_args: argparse.Namespace) -> str:
+    """The train_classifier.py command line that trains (and ships) this run from scratch:
+    every training argument that differs from today's default, as a flag."""
+    defaults = vars(parse_args([]))
+    skip = {"data", "models", "work", "experiment", "evaluate", "from_checkpoint", "limit"}
+    flags = []
+    for key, value in vars(run_args).items():
+        if key in skip or key not in defaults:
+            continue
+        default = defaults[key]
+        if isinstance(default, tuple) or isinstance(value, (list, tuple)):
+            value, default = tuple(value), tuple(default)
+        if value == default:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag)
+        elif isinstance(value, tuple):
+            flags.append(f"{flag} {','.join(str(v) for v in value)}")
+        else:
+            flags.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join([os.path.relpath(Path(__file__), REPO), *flags])
+
+
+def ship_checkpoint(args: argparse.Namespace) -> int:
+    """Ship a saved run as if its training had just ended (same export, checks and card)."""
+    saved, run_args, model, transform = load_checkpoint(args.from_checkpoint, args)
+    run_args.tta = args.tta
+    for key in ("history", "train_s", "load_s"):
+        if key not in saved:
+            raise SystemExit(f"{args.from_checkpoint}: no {key!r}; it predates --from-checkpoint")
+    train_set = load_pbc(args.data, "train")
+    val_set = load_pbc(args.data, "val")
+    val_crops = centre_crop(val_set.images, run_args.crop)
+    bccd = bccd_white_cells(args.data, run_args.crop)
+    result = {
+        "name": f"{args.from_checkpoint.stem} shipped {time.strftime('%Y-%m-%d %H:%M')}",
+        **evaluate_all(run_args, model, transform, val_crops, val_set.labels, bccd),
+        "history": saved["history"],
+        "train_s": saved["train_s"],
+    }
+    log_result(result)
+    from ship_classifier import ship
+
+    ship(
+        args=run_args,
+        model=model,
+        transform=transform,
+        train_images=train_set.images,
+        val_crops=val_crops,
+        val_labels=val_set.labels,
+        bccd=bccd,
+        result=result,
+        wall_start=time.time() - saved["load_s"] - saved["train_s"],
+        command=training_command(run_args),
+    )
+    return 0
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> int:
+    """Re-score a saved experiment on every check (e.g. one trained before TTA existed)."""
+    _, run_args, model, transform = load_checkpoint(args.evaluate, args)
     val_set = load_pbc(args.data, "val")
     bccd = bccd_white_cells(args.data, run_args.crop)
     val_crops = centre_crop(val_set.images, run_args.crop)
@@ -417,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.evaluate:
         return evaluate_checkpoint(args)
+    if args.from_checkpoint:
+        return ship_checkpoint(args)
     torch.manual_seed(args.seed)
     wall_start = time.time()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -434,7 +514,14 @@ def main(argv: list[str] | None = None) -> int:
     model, history = train(args, train_set.images, train_set.labels, transform, stains_t)
     train_s = time.time() - wall_start - load_s
     torch.save(
-        {"state_dict": model.state_dict(), "transform": transform.to_spec(), "args": vars(args)},
+        {
+            "state_dict": model.state_dict(),
+            "transform": transform.to_spec(),
+            "args": vars(args),
+            "history": history,
+            "train_s": train_s,
+            "load_s": load_s,
+        },
         args.work / f"{args.experiment or 'classifier'}.pt",
     )
 
