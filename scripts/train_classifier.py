@@ -444,33 +444,64 @@ def ship_checkpoint(args: argparse.Namespace) -> int:
     """Ship a saved run as if its training had just ended (same export, checks and card)."""
     saved, run_args, model, transform = load_checkpoint(args.from_checkpoint, args)
     run_args.tta = args.tta
+    run_args.experiment = None
     for key in ("history", "train_s", "load_s"):
         if key not in saved:
             raise SystemExit(f"{args.from_checkpoint}: no {key!r}; it predates --from-checkpoint")
-    train_set = load_pbc(args.data, "train")
+    return evaluate_and_ship(
+        run_args,
+        model,
+        transform,
+        load_pbc(args.data, "train").images,
+        name=f"{args.from_checkpoint.stem} shipped {time.strftime('%Y-%m-%d %H:%M')}",
+        record={"history": saved["history"], "train_s": saved["train_s"]},
+        wall_start=time.time() - saved["load_s"] - saved["train_s"],
+        log_experiment=False,
+    )
+
+
+def evaluate_and_ship(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    transform: InputTransform,
+    train_images: np.ndarray,
+    *,
+    name: str,
+    record: dict[str, Any],
+    wall_start: float,
+    log_experiment: bool,
+) -> int:
+    """Score a trained network on every check, log it, and (unless an experiment) ship it."""
     val_set = load_pbc(args.data, "val")
-    val_crops = centre_crop(val_set.images, run_args.crop)
-    bccd = bccd_white_cells(args.data, run_args.crop)
+    val_crops = centre_crop(val_set.images, args.crop)
+    bccd = bccd_white_cells(args.data, args.crop)
     result = {
-        "name": f"{args.from_checkpoint.stem} shipped {time.strftime('%Y-%m-%d %H:%M')}",
-        **evaluate_all(run_args, model, transform, val_crops, val_set.labels, bccd),
-        "history": saved["history"],
-        "train_s": saved["train_s"],
+        "name": name,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **evaluate_all(args, model, transform, val_crops, val_set.labels, bccd),
+        "bccd_skipped": bccd.skipped,
+        **record,
     }
     log_result(result)
+    if log_experiment:
+        with (args.work / "experiments.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+    if args.experiment:
+        return 0
+
     from ship_classifier import ship
 
     ship(
-        args=run_args,
+        args=args,
         model=model,
         transform=transform,
-        train_images=train_set.images,
+        train_images=train_images,
         val_crops=val_crops,
         val_labels=val_set.labels,
         bccd=bccd,
         result=result,
-        wall_start=time.time() - saved["load_s"] - saved["train_s"],
-        command=training_command(run_args),
+        wall_start=wall_start,
+        command=training_command(args),
     )
     return 0
 
@@ -502,7 +533,6 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
 
     train_set = load_pbc(args.data, "train")
-    val_set = load_pbc(args.data, "val")
     if args.limit:
         keep = np.random.default_rng(0).choice(len(train_set.labels), args.limit, replace=False)
         train_set.images, train_set.labels = train_set.images[keep], train_set.labels[keep]
@@ -525,40 +555,16 @@ def main(argv: list[str] | None = None) -> int:
         args.work / f"{args.experiment or 'classifier'}.pt",
     )
 
-    val_crops = centre_crop(val_set.images, args.crop)
-    bccd = bccd_white_cells(args.data, args.crop)
-    result = {
-        "name": args.experiment or f"shipped {time.strftime('%Y-%m-%d %H:%M')}",
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        **evaluate_all(args, model, transform, val_crops, val_set.labels, bccd),
-        "bccd_skipped": bccd.skipped,
-        "load_s": load_s,
-        "train_s": train_s,
-        "history": history,
-    }
-    log_result(result)
-    with (args.work / "experiments.jsonl").open("a", encoding="utf-8") as f:
-        f.write(json.dumps(result) + "\n")
-    if args.experiment:
-        return 0
-
-    from ship_classifier import ship
-
-    ship(
-        args=args,
-        model=model,
-        transform=transform,
-        train_images=train_set.images,
-        val_crops=val_crops,
-        val_labels=val_set.labels,
-        bccd=bccd,
-        result=result,
+    return evaluate_and_ship(
+        args,
+        model,
+        transform,
+        train_set.images,
+        name=args.experiment or f"shipped {time.strftime('%Y-%m-%d %H:%M')}",
+        record={"load_s": load_s, "train_s": train_s, "history": history},
         wall_start=wall_start,
-        command=" ".join(
-            shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]
-        ),
+        log_experiment=True,
     )
-    return 0
 
 
 if __name__ == "__main__":
