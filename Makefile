@@ -65,7 +65,7 @@ schemas: $(VENV)/.dev
 	$(PY) scripts/gen_schemas.py
 
 train: $(VENV)/.train
-	$(PY) scripts/train_classifier.py
+	$(PY) scripts/train_classifier.py --tta dihedral8
 	$(PY) scripts/train_detector.py
 
 clean:
