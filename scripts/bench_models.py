@@ -11,7 +11,8 @@
   latency per 2028x1520 field at 0.2 um/px (the whole ``detect()`` call).
 
 FP32 models are the cards' ``fp32_file`` twins (sha256-checked), run behind the same
-pre- and post-processing as INT8. Latency is the median of ``--repeats`` calls after a
+pre- and post-processing as INT8; training writes them, they are not committed, so on a
+fresh clone only INT8 rows are printed. Latency is the median of ``--repeats`` calls after a
 warm-up; other processes on the machine inflate it.
 """
 
@@ -43,8 +44,10 @@ FIELD = (2028, 1520)
 
 
 def classifier_pair(models_dir: Path, threads: int) -> dict[str, CellClassifier]:
+    """INT8, and FP32 where training has written the twin here."""
     int8 = CellClassifier.load(models_dir, threads)
-    return {"INT8": int8, "FP32": fp32_classifier(int8, models_dir, threads)}
+    fp32 = fp32_classifier(int8, models_dir, threads)
+    return {"INT8": int8} | ({"FP32": fp32} if fp32 is not None else {})
 
 
 def main(argv: list[str] | None = None) -> int:

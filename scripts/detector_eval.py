@@ -7,6 +7,7 @@ wrong (see ``agent.vision.boxes.match_detections``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,11 +18,12 @@ import numpy as np
 import onnxruntime as ort
 from detector_data import LabelledField
 
-from agent.errors import ModelLoadError
 from agent.vision.boxes import match_detections
 from agent.vision.detector import CellDetector
-from agent.vision.model_card import file_sha256
+from agent.vision.model_card import fp32_twin_path
 from agent.vision.runtime import session_options
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -120,22 +122,23 @@ def sweep(results: Sequence[FieldDetections], thresholds: Sequence[float]) -> li
     return [{"score": t, **count(results, t).summary()} for t in thresholds]
 
 
-def fp32_detector(int8: CellDetector, models_dir: Path, threads: int) -> CellDetector:
-    """The card's FP32 twin (``fp32_file``, sha256-checked) behind the same runtime code."""
-    extra = int8.card.model_extra or {}
-    path = models_dir / str(extra.get("fp32_file", ""))
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: FP32 detector named by the card not found")
-    if file_sha256(path) != extra.get("fp32_sha256"):
-        raise ModelLoadError(f"{path}: sha256 does not match the card's fp32_sha256")
+def fp32_detector(int8: CellDetector, models_dir: Path, threads: int) -> CellDetector | None:
+    """The card's FP32 twin behind the same runtime code; None when training has not
+    written it here (it is not committed)."""
+    path = fp32_twin_path(models_dir, int8.card)
+    if path is None:
+        _log.warning("%s: no FP32 detector twin (written by training); FP32 skipped", models_dir)
+        return None
     session = ort.InferenceSession(str(path), session_options(threads), ["CPUExecutionProvider"])
     return CellDetector(int8.card, session)
 
 
 def shipped_pair(models_dir: Path, threads: int) -> dict[str, CellDetector]:
-    """The shipped INT8 detector and its FP32 twin, as ``{"INT8": ..., "FP32": ...}``."""
+    """The shipped INT8 detector and, where training wrote it, its FP32 twin, as
+    ``{"INT8": ..., "FP32": ...}``."""
     int8 = CellDetector.load(models_dir, threads)
-    return {"INT8": int8, "FP32": fp32_detector(int8, models_dir, threads)}
+    fp32 = fp32_detector(int8, models_dir, threads)
+    return {"INT8": int8} | ({"FP32": fp32} if fp32 is not None else {})
 
 
 def latency_ms(

@@ -38,24 +38,22 @@ from classifier_data import (
 from classifier_metrics import bccd_metrics, pbc_metrics, unidentified_stats
 from sim_check_classifier import sim_cells, sim_metrics
 
-from agent.errors import ModelLoadError
 from agent.vision.classifier import CellClassifier
-from agent.vision.model_card import file_sha256, shipped_models_dir
+from agent.vision.model_card import fp32_twin_path, shipped_models_dir
 from agent.vision.runtime import LoadedModel, session_options
 
 _log = logging.getLogger("eval_classifier")
 
 
-def fp32_classifier(int8: CellClassifier, models_dir: Path, threads: int) -> CellClassifier:
-    """The card's FP32 twin behind the same pre-processing, sha256-checked too."""
+def fp32_classifier(int8: CellClassifier, models_dir: Path, threads: int) -> CellClassifier | None:
+    """The card's FP32 twin behind the same pre-processing; None when training has not
+    written it here (it is not committed)."""
     import onnxruntime as ort
 
-    extra = int8.card.model_extra or {}
-    path = models_dir / str(extra.get("fp32_file", ""))
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: FP32 model named by the card not found")
-    if file_sha256(path) != extra.get("fp32_sha256"):
-        raise ModelLoadError(f"{path}: sha256 does not match the card's fp32_sha256")
+    path = fp32_twin_path(models_dir, int8.card)
+    if path is None:
+        _log.warning("%s: no FP32 twin (written by training); FP32 skipped", models_dir)
+        return None
     sess = ort.InferenceSession(str(path), session_options(threads), ["CPUExecutionProvider"])
     return CellClassifier(LoadedModel(card=int8.card, path=path, session=sess))
 
@@ -74,12 +72,12 @@ def pbc_val(data: Path) -> tuple[list[np.ndarray], np.ndarray]:
 
 def evaluate(models_dir: Path, data: Path, threads: int) -> dict[str, Any]:
     int8 = CellClassifier.load(models_dir, threads=threads)
-    fp32 = fp32_classifier(int8, models_dir, threads)
+    pair = {"int8": int8, "fp32": fp32_classifier(int8, models_dir, threads)}
     images, labels = pbc_val(data)
     fields, skipped = bccd_fields(data)
     sim = sim_cells(data / "pbc" / "val", crop_px=int8.crop_px, reference_um=int8.pixel_size_um)
     result: dict[str, Any] = {"models_dir": str(models_dir), "sha256": int8.card.sha256}
-    for name, clf in (("int8", int8), ("fp32", fp32)):
+    for name, clf in ((k, c) for k, c in pair.items() if c is not None):
         start = time.perf_counter()
         calls = clf.classify(images, PBC_PIXEL_SIZE_UM)
         elapsed = time.perf_counter() - start
@@ -110,13 +108,23 @@ def evaluate(models_dir: Path, data: Path, threads: int) -> dict[str, Any]:
     return result
 
 
+def fp32_text(r: dict[str, Any], *path: str, scale: float = 100.0, digits: int = 1) -> str:
+    """A number of the FP32 results, or "-" when there was no FP32 twin to measure."""
+    value: Any = r.get("fp32")
+    for key in path:
+        if value is None:
+            break
+        value = value[key]
+    return "-" if value is None else f"{scale * value:.{digits}f}"
+
+
 def report(r: dict[str, Any]) -> str:
     out = []
-    i8, f32 = r["int8"], r["fp32"]
+    i8 = r["int8"]
     out.append(f"models: {r['models_dir']} (sha256 {r['sha256'][:16]}...), TTA {r['tta']}")
     out.append(
         f"PBC val accuracy: INT8 {100 * i8['pbc_val']['accuracy']:.2f} %, "
-        f"FP32 {100 * f32['pbc_val']['accuracy']:.2f} % (n = {i8['pbc_val']['n']})"
+        f"FP32 {fp32_text(r, 'pbc_val', 'accuracy', digits=2)} % (n = {i8['pbc_val']['n']})"
     )
     out.append("")
     out.append(
@@ -126,8 +134,8 @@ def report(r: dict[str, Any]) -> str:
     for c in CLASSES:
         out.append(
             f"| {c} | {i8['pbc_val']['support'][c]} | {100 * i8['pbc_val']['recall'][c]:.1f} | "
-            f"{100 * i8['pbc_val']['precision'][c]:.1f} | {100 * f32['pbc_val']['recall'][c]:.1f} | "
-            f"{100 * f32['pbc_val']['precision'][c]:.1f} |"
+            f"{100 * i8['pbc_val']['precision'][c]:.1f} | {fp32_text(r, 'pbc_val', 'recall', c)} | "
+            f"{fp32_text(r, 'pbc_val', 'precision', c)} |"
         )
     out.append("")
     out.append("PBC val confusion (INT8), rows truth, columns predicted:")
@@ -139,7 +147,7 @@ def report(r: dict[str, Any]) -> str:
     b = i8["bccd"]
     out.append(
         f"BCCD 5-class accuracy: INT8 {100 * b['accuracy']:.1f} %, FP32 "
-        f"{100 * f32['bccd']['accuracy']:.1f} %, INT8 balanced {100 * b['balanced_accuracy']:.1f} % "
+        f"{fp32_text(r, 'bccd', 'accuracy')} %, INT8 balanced {100 * b['balanced_accuracy']:.1f} % "
         f"(n = {b['n']}; skipped fields {b['skipped_fields']})"
     )
     out.append("| truth \\ predicted | " + " | ".join(b["confusion_cols"]) + " |")
@@ -160,7 +168,7 @@ def report(r: dict[str, Any]) -> str:
     out.append("")
     out.append(
         f"simulated fields (PBC val cells on synthetic smears, n = {sim['n']}): accuracy INT8 "
-        f"{100 * sim['accuracy']:.1f} %, FP32 {100 * f32['sim']['accuracy']:.1f} %"
+        f"{100 * sim['accuracy']:.1f} %, FP32 {fp32_text(r, 'sim', 'accuracy')} %"
     )
     out.append("| class | n | INT8 recall % |\n|---|---|---|")
     for c, v in sim["recall"].items():
@@ -178,7 +186,8 @@ def report(r: dict[str, Any]) -> str:
     out.append("")
     out.append(
         f"end-to-end ms per cell (PBC val, batched, this machine): INT8 "
-        f"{i8['pbc_val']['ms_per_cell_end_to_end']:.2f}, FP32 {f32['pbc_val']['ms_per_cell_end_to_end']:.2f}"
+        f"{i8['pbc_val']['ms_per_cell_end_to_end']:.2f}, FP32 "
+        f"{fp32_text(r, 'pbc_val', 'ms_per_cell_end_to_end', scale=1.0, digits=2)}"
     )
     return "\n".join(out)
 

@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write-card", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.write_card and "FP32" not in shipped_pair(args.models, threads=1):
+        print("--write-card needs the FP32 twin (written by training)", file=sys.stderr)
+        return 1
     metrics = evaluate(args.models, args.data, args.repeats)
     if args.write_card:
         from train_detector import write_markdown

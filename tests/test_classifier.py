@@ -12,7 +12,7 @@ import pytest
 
 from agent.errors import InputError, ModelLoadError
 from agent.vision.classifier import UNIDENTIFIED, CellClassifier
-from agent.vision.model_card import file_sha256, load_card, shipped_models_dir
+from agent.vision.model_card import file_sha256, fp32_twin_path, load_card, shipped_models_dir
 
 CELLS = Path(__file__).parent / "fixtures" / "cells"
 CLASSES = (
@@ -84,6 +84,18 @@ def test_wrong_sha_on_the_card_is_refused(models_copy: Path) -> None:
     edit_card(models_copy, sha256="0" * 64)
     with pytest.raises(ModelLoadError, match="does not match its model card"):
         CellClassifier.load(models_copy)
+
+
+def test_fp32_twin_is_optional_but_must_match_its_card(models_copy: Path) -> None:
+    """The twin is a training output (not committed): absent is fine, different is not."""
+    card = load_card(models_copy / "classifier.card.json")
+    assert fp32_twin_path(models_copy, card) is None
+    twin = models_copy / str((card.model_extra or {})["fp32_file"])
+    twin.write_bytes(b"not the model the card describes")
+    with pytest.raises(ModelLoadError, match="fp32_sha256"):
+        fp32_twin_path(models_copy, card)
+    edit_card(models_copy, fp32_sha256=file_sha256(twin))
+    assert fp32_twin_path(models_copy, load_card(models_copy / "classifier.card.json")) == twin
 
 
 def test_model_that_onnxruntime_cannot_parse_is_refused(models_copy: Path) -> None:

@@ -38,6 +38,7 @@ def test_wheel_contains_models_configs_and_demo_cells(tmp_path: Path) -> None:
     for model in REPO.glob("models/*.int8.onnx"):
         assert f"models/{model.name}" in names
     assert "models/classifier.card.json" in names and "models/detector.card.json" in names
+    assert not any(n.endswith(".fp32.onnx") for n in names)  # training outputs, not shipped
     assert {"agent/config/default.yaml", "agent/config/agent.example.yaml"} <= names
     demo = {n for n in names if n.startswith("drivers/sim/demo_cells/") and n.endswith(".jpg")}
     on_disk = list((REPO / "drivers/sim/demo_cells").rglob("*.jpg"))

@@ -93,3 +93,23 @@ def verified_model_path(card_path: Path, card: ModelCard) -> Path:
             "refusing to load a model that is not the one described"
         )
     return model_path
+
+
+def fp32_twin_path(models_dir: Path, card: ModelCard) -> Path | None:
+    """The card's FP32 twin (``fp32_file``), sha256-checked; None when it is absent.
+
+    Training writes the twin next to the INT8 model so that evaluations can compare the
+    two. It is neither committed nor installed (the analyzer runs INT8 only), so a fresh
+    clone has none and comparisons skip it; a twin that is there but differs from the
+    card is refused like any other model.
+    """
+    extra = card.model_extra or {}
+    name = extra.get("fp32_file")
+    if not isinstance(name, str) or not name:
+        return None
+    path = models_dir / name
+    if not path.is_file():
+        return None
+    if file_sha256(path) != extra.get("fp32_sha256"):
+        raise ModelLoadError(f"{path}: sha256 does not match the card's fp32_sha256")
+    return path
