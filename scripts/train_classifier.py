@@ -124,7 +124,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--stain-amount", type=float, default=0.6, help="relative stain amount jitter (+-)"
     )
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.2, help="peak of the one-cycle schedule")
     p.add_argument("--wd", type=float, default=5e-4)
