@@ -35,7 +35,7 @@ import detector_sim  # noqa: E402
 from detector_data import load_bccd  # noqa: E402
 from detector_eval import count, latency_ms, run_detector, shipped_pair, sweep  # noqa: E402
 
-from agent.vision.model_card import load_card, shipped_models_dir  # noqa: E402
+from agent.vision.model_card import fp32_twin_path, load_card, shipped_models_dir  # noqa: E402
 
 SWEEP = (0.2, 0.3, 0.35, 0.4, 0.5, 0.6)
 
@@ -80,14 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write-card", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    if args.write_card and "FP32" not in shipped_pair(args.models, threads=1):
+    card_path = args.models / "detector.card.json"
+    if args.write_card and fp32_twin_path(args.models, load_card(card_path)) is None:
         print("--write-card needs the FP32 twin (written by training)", file=sys.stderr)
         return 1
     metrics = evaluate(args.models, args.data, args.repeats)
     if args.write_card:
         from train_detector import write_markdown
 
-        card_path = args.models / "detector.card.json"
         data = json.loads(card_path.read_text(encoding="utf-8"))
         data["metrics"] = metrics
         card_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
