@@ -69,7 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stain", choices=stain.METHODS, default="reinhard")
     p.add_argument("--aug", choices=["strong", "geometric"], default="strong")
     p.add_argument("--crop", type=int, default=128, help="crop side, px at 0.2 um/px")
-    p.add_argument("--downsample", type=int, default=2, help="average pooling in the network")
+    p.add_argument(
+        "--downsample", type=int, default=2, help="average pooling first (--stem pool only)"
+    )
     p.add_argument("--stem", choices=["pool", "conv"], default="conv", help="see CellNet")
     p.add_argument("--stem-width", type=int, default=32)
     p.add_argument(
