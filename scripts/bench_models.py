@@ -33,7 +33,7 @@ import onnxruntime as ort  # noqa: E402
 from detector_data import load_bccd  # noqa: E402
 from detector_eval import count, run_detector, shipped_pair  # noqa: E402
 from detector_sim import validation_fields  # noqa: E402
-from eval_classifier import fp32_classifier, pbc_val  # noqa: E402
+from eval_crosslab import fp32_classifier, pbc_val  # noqa: E402
 
 from agent.commands.bench import median_ms  # noqa: E402
 from agent.vision.classifier import CellClassifier  # noqa: E402

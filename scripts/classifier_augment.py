@@ -13,8 +13,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from agent.vision import stain
 
 
 @dataclass(frozen=True)
@@ -311,3 +314,13 @@ def augment(
         )
     u8 = (x * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)
     return u8.permute(0, 2, 3, 1).contiguous()
+
+
+def stain_basis(images: np.ndarray, crop: int) -> torch.Tensor:
+    """The training images' own stain vectors (Macenko, on every 25th centre crop): the
+    basis the stain-jitter augmentation perturbs."""
+    h, w = images.shape[1:3]
+    y0, x0 = (h - crop) // 2, (w - crop) // 2
+    crops = images[::25, y0 : y0 + crop, x0 : x0 + crop]
+    ref = stain.fit_reference(list(crops), "macenko")
+    return torch.tensor(ref.stains, dtype=torch.float32)

@@ -1,8 +1,10 @@
-"""Data sets of the white-cell classifier: PBC (train/val) and BCCD (cross-lab check only).
+"""Data sets of the white-cell classifier: PBC and Raabin (train/val), BCCD and LISC
+(cross-lab checks only, never trained on).
 
-Training-time only. PBC images are decoded once into uint8 arrays in memory; BCCD white
-cells are cut from their fields with the agent's own ``cells_in_field`` so the check
-goes through the runtime's geometry.
+Training-time only. Single-cell images are decoded once into uint8 arrays in memory,
+all padded or cropped to one side so the two training labs can share batches; BCCD and
+LISC white cells are cut from their fields with the agent's own ``cells_in_field`` so
+the checks go through the runtime's geometry.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ CLASSES = (
     "platelet",
 )
 WHITE_CELL_CLASSES = ("basophil", "eosinophil", "ig", "lymphocyte", "monocyte", "neutrophil")
-BCCD_CLASSES = ("neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil")
+FIVE_CLASSES = ("neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil")
+"""The white cells every lab labels (Raabin, BCCD, LISC): the cross-lab checks' classes."""
+BCCD_CLASSES = FIVE_CLASSES
+SOURCES = ("pbc", "raabin")
+"""Labs the classifier may be trained on (BCCD and LISC are validation only)."""
 PBC_PIXEL_SIZE_UM = 0.2
 BCCD_PIXEL_SIZE_UM = 7.5 / 105.0
 """BCCD fields: median red-cell box 105 px for a 7.5 um red cell (data README)."""
@@ -44,31 +50,69 @@ DEFAULT_DATA = REPO.parent / "shared" / "data"
 
 
 @dataclass
-class PbcSplit:
+class CellSet:
+    """Single-cell images of one or more labs, as the training script holds them."""
+
     images: npt.NDArray[np.uint8]
     """N x 180 x 180 x 3 RGB, cell centred, 0.2 um/px."""
     labels: npt.NDArray[np.int64]
+    """Index into ``CLASSES``."""
     paths: list[str]
+    sources: npt.NDArray[np.int64]
+    """Index into ``SOURCES``: which lab each image comes from."""
+
+    def subset(self, keep: npt.NDArray[np.int64]) -> CellSet:
+        return CellSet(
+            self.images[keep], self.labels[keep], [self.paths[i] for i in keep], self.sources[keep]
+        )
+
+    @staticmethod
+    def concat(sets: list[CellSet]) -> CellSet:
+        return CellSet(
+            np.concatenate([s.images for s in sets]),
+            np.concatenate([s.labels for s in sets]),
+            [p for s in sets for p in s.paths],
+            np.concatenate([s.sources for s in sets]),
+        )
 
 
-def load_pbc(root: Path, split: str) -> PbcSplit:
-    """Decode one PBC split into memory (about 1 GB for train)."""
-    rows = list(csv.DictReader((root / "pbc" / "labels.csv").open(encoding="utf-8")))
+def _side(bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """The central PBC_SIDE square; smaller images (Raabin, 164 px) are mirrored out to it.
+
+    Mirroring continues the red-cell background the way the augmentation's own
+    reflection padding does, so neither lab's images carry a tell-tale border.
+    """
+    h, w = bgr.shape[:2]
+    if h < PBC_SIDE or w < PBC_SIDE:
+        py, px = max(0, PBC_SIDE - h), max(0, PBC_SIDE - w)
+        bgr = cv2.copyMakeBorder(
+            bgr, py // 2, py - py // 2, px // 2, px - px // 2, cv2.BORDER_REFLECT_101
+        )
+        h, w = bgr.shape[:2]
+    return crop_centred(bgr, (w / 2.0, h / 2.0), PBC_SIDE)
+
+
+def load_cells(root: Path, source: str, split: str) -> CellSet:
+    """Decode one lab's split into memory (PBC train: about 1 GB, Raabin train 0.8 GB)."""
+    rows = list(csv.DictReader((root / source / "labels.csv").open(encoding="utf-8")))
     rows = [r for r in rows if r["split"] == split]
     images = np.empty((len(rows), PBC_SIDE, PBC_SIDE, 3), np.uint8)
     labels = np.empty(len(rows), np.int64)
     paths = []
     for i, row in enumerate(rows):
-        path = root / "pbc" / row["file"]
+        path = root / source / row["file"]
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise OSError(f"{path}: cannot read image")
-        h, w = bgr.shape[:2]
-        images[i] = crop_centred(bgr, (w / 2.0, h / 2.0), PBC_SIDE)[:, :, ::-1]
+        images[i] = _side(bgr)[:, :, ::-1]
         labels[i] = CLASSES.index(row["class"])
         paths.append(str(path))
-    _log.info("pbc %s: %d images", split, len(rows))
-    return PbcSplit(images, labels, paths)
+    _log.info("%s %s: %d images", source, split, len(rows))
+    return CellSet(images, labels, paths, np.full(len(rows), SOURCES.index(source), np.int64))
+
+
+def load_pbc(root: Path, split: str) -> CellSet:
+    return load_cells(root, "pbc", split)
 
 
 def centre_crop(images: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.uint8]:
@@ -149,3 +193,82 @@ def bccd_white_cells(root: Path, crop_px: int, reference_um: float = 0.2) -> Bcc
             labels.append(field.label)
             files.append(field.file)
     return BccdCells(np.stack(crops), labels, files, skipped)
+
+
+@dataclass
+class FieldCells:
+    """Reference-scale white-cell crops cut from whole fields of a validation lab."""
+
+    crops: npt.NDArray[np.uint8]
+    """N x S x S x 3 RGB at the reference scale."""
+    labels: list[str]
+    files: list[str]
+
+
+def read_boxes(path: Path) -> dict[str, list[tuple[tuple[float, float, float, float], str]]]:
+    """A box CSV (``#`` comments; file, xmin, ymin, xmax, ymax, class): each field's white
+    cells and don't-care regions (class ``ignore``), keyed by the field's path under
+    ``lisc/``."""
+    out: dict[str, list[tuple[tuple[float, float, float, float], str]]] = defaultdict(list)
+    with path.open(encoding="utf-8") as f:
+        for row in csv.DictReader(line for line in f if not line.startswith("#")):
+            box = (float(row["xmin"]), float(row["ymin"]), float(row["xmax"]), float(row["ymax"]))
+            name = row["file"] if row["file"].startswith("fields/") else f"fields/{row['file']}"
+            out[name].append((box, row["class"]))
+    return dict(out)
+
+
+IGNORE = "ignore"
+"""A box CSV's don't-care region: a detection there is neither right nor wrong."""
+
+
+def lisc_white_cells(root: Path, boxes_csv: Path, crop_px: int) -> FieldCells:
+    """LISC white cells at the centres of their boxes (fields already at 0.2 um/px)."""
+    crops, labels, files = [], [], []
+    for name, cells in sorted(read_boxes(boxes_csv).items()):
+        path = root / "lisc" / name
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise OSError(f"{path}: cannot read field")
+        cells = [(b, c) for b, c in cells if c != IGNORE]
+        centres = [((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0) for b, _ in cells]
+        for crop, (_, cls) in zip(
+            cells_in_field(bgr, centres, PBC_PIXEL_SIZE_UM, PBC_PIXEL_SIZE_UM, crop_px),
+            cells,
+            strict=True,
+        ):
+            crops.append(crop[:, :, ::-1])
+            labels.append(cls)
+            files.append(name)
+    return FieldCells(np.stack(crops), labels, files)
+
+
+@dataclass
+class Checks:
+    """Every validation set a run is scored on, loaded once (RGB crops at crop size)."""
+
+    pbc_crops: npt.NDArray[np.uint8]
+    pbc_labels: npt.NDArray[np.int64]
+    raabin: FieldCells
+    bccd: BccdCells
+    lisc: FieldCells | None
+
+
+def load_checks(root: Path, crop_px: int, lisc_boxes: Path) -> Checks:
+    """PBC val, Raabin val, BCCD and (when its boxes exist) LISC, as crops."""
+    pbc = load_cells(root, "pbc", "val")
+    raabin = load_cells(root, "raabin", "val")
+    lisc = None
+    if lisc_boxes.exists():
+        lisc = lisc_white_cells(root, lisc_boxes, crop_px)
+    else:
+        _log.warning("%s missing: no LISC check", lisc_boxes)
+    return Checks(
+        pbc_crops=centre_crop(pbc.images, crop_px),
+        pbc_labels=pbc.labels,
+        raabin=FieldCells(
+            centre_crop(raabin.images, crop_px), [CLASSES[i] for i in raabin.labels], raabin.paths
+        ),
+        bccd=bccd_white_cells(root, crop_px),
+        lisc=lisc,
+    )

@@ -10,7 +10,7 @@ import itertools
 from typing import Any
 
 import numpy as np
-from classifier_data import BCCD_CLASSES, CLASSES
+from classifier_data import CLASSES, FIVE_CLASSES
 
 
 def confusion(truth: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
@@ -34,19 +34,22 @@ def pbc_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     }
 
 
-def bccd_metrics(logits: np.ndarray, truth: list[str]) -> dict[str, Any]:
-    """5-class accuracy: a prediction outside the five white-cell classes counts as wrong."""
+def five_class_metrics(logits: np.ndarray, truth: list[str]) -> dict[str, Any]:
+    """5-class accuracy (the cross-lab sets: Raabin, BCCD, LISC; PBC's five white cells).
+
+    Strict: a prediction outside the five white-cell classes counts as wrong.
+    """
     pred = [CLASSES[i] for i in logits.argmax(1)]
-    cols = [*BCCD_CLASSES, "other"]
-    cm = np.zeros((len(BCCD_CLASSES), len(cols)), np.int64)
+    cols = [*FIVE_CLASSES, "other"]
+    cm = np.zeros((len(FIVE_CLASSES), len(cols)), np.int64)
     for t, p in zip(truth, pred, strict=True):
-        cm[BCCD_CLASSES.index(t), cols.index(p) if p in BCCD_CLASSES else len(cols) - 1] += 1
-    correct = np.trace(cm[:, : len(BCCD_CLASSES)])
-    recall = {c: float(cm[i, i] / max(cm[i].sum(), 1)) for i, c in enumerate(BCCD_CLASSES)}
-    # Secondary figure: told that the box holds one of the five white cells, which one?
+        cm[FIVE_CLASSES.index(t), cols.index(p) if p in FIVE_CLASSES else len(cols) - 1] += 1
+    correct = np.trace(cm[:, : len(FIVE_CLASSES)])
+    recall = {c: float(cm[i, i] / max(cm[i].sum(), 1)) for i, c in enumerate(FIVE_CLASSES)}
+    # Secondary figure: told that the crop holds one of the five white cells, which one?
     # It separates "wrong white-cell type" from "not taken for a white cell at all".
-    five = [CLASSES.index(c) for c in BCCD_CLASSES]
-    among_five = [BCCD_CLASSES[i] for i in logits[:, five].argmax(1)]
+    five = [CLASSES.index(c) for c in FIVE_CLASSES]
+    among_five = [FIVE_CLASSES[i] for i in logits[:, five].argmax(1)]
     return {
         "accuracy": float(correct / max(len(truth), 1)),
         "accuracy_among_five": float(
@@ -55,10 +58,10 @@ def bccd_metrics(logits: np.ndarray, truth: list[str]) -> dict[str, Any]:
         "n": len(truth),
         "recall": recall,
         "balanced_accuracy": float(
-            np.mean([recall[c] for c in BCCD_CLASSES if cm[BCCD_CLASSES.index(c)].sum()])
+            np.mean([recall[c] for c in FIVE_CLASSES if cm[FIVE_CLASSES.index(c)].sum()])
         ),
         "predicted": {c: pred.count(c) for c in CLASSES},
-        "confusion_rows": list(BCCD_CLASSES),
+        "confusion_rows": list(FIVE_CLASSES),
         "confusion_cols": cols,
         "confusion": cm.tolist(),
     }

@@ -37,19 +37,22 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from classifier_augment import AugmentConfig, augment
+from classifier_augment import AugmentConfig, augment, stain_basis
 from classifier_data import (
     CLASSES,
     DEFAULT_DATA,
+    FIVE_CLASSES,
     REPO,
+    SOURCES,
     WHITE_CELL_CLASSES,
-    BccdCells,
-    bccd_white_cells,
+    CellSet,
+    Checks,
     centre_crop,
-    load_pbc,
+    load_cells,
+    load_checks,
 )
-from classifier_metrics import bccd_metrics, pbc_metrics
-from classifier_net import CellNet
+from classifier_metrics import five_class_metrics, pbc_metrics
+from classifier_net import NORMS, CellNet
 
 from agent.vision import stain
 from agent.vision.preprocess import InputTransform, dihedral_views, mean_over_views
@@ -63,7 +66,30 @@ STAT_SAMPLE = 2000
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with pbc/ and bccd/")
+    p.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="folder with pbc/, raabin/, bccd/, lisc/"
+    )
+    p.add_argument(
+        "--sources",
+        type=lambda s: tuple(x for x in s.split(",") if x),
+        default=SOURCES,
+        help=f"labs to train on, comma-separated, of {','.join(SOURCES)}; one lab alone "
+        "is a leave-one-lab-out run (the other lab's val split is the held-out check)",
+    )
+    p.add_argument(
+        "--class-power",
+        type=float,
+        default=0.5,
+        help="sampling: each lab gets an equal share of every batch and, within a lab, "
+        "class c is drawn in proportion to n_c ** this (1: as the data, 0: balanced)",
+    )
+    p.add_argument("--norm", choices=NORMS, default="bn", help="normalisation layers, see CellNet")
+    p.add_argument(
+        "--lisc-boxes",
+        type=Path,
+        default=REPO / "scripts" / "lisc_boxes.csv",
+        help="LISC white-cell boxes (cross-lab check only; skipped when missing)",
+    )
     p.add_argument("--models", type=Path, default=REPO / "models", help="where to ship")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "classifier")
     p.add_argument("--stain", choices=stain.METHODS, default="reinhard")
@@ -142,6 +168,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--experiment", metavar="NAME", help="train + evaluate only, no shipping")
     p.add_argument(
+        "--plain-metrics",
+        action="store_true",
+        help="also score every check without test-time augmentation (slower evaluation)",
+    )
+    p.add_argument(
         "--evaluate",
         type=Path,
         metavar="CHECKPOINT",
@@ -176,12 +207,6 @@ def fit_transform(train_images: np.ndarray, method: str, crop: int, seed: int) -
         mean=(float(mean[0]), float(mean[1]), float(mean[2])),
         std=(float(std[0]), float(std[1]), float(std[2])),
     )
-
-
-def aug_stains(train_images: np.ndarray, crop: int) -> torch.Tensor:
-    """PBC's own stain vectors: the basis the stain-jitter augmentation perturbs."""
-    ref = stain.fit_reference(list(centre_crop(train_images[::25], crop)), "macenko")
-    return torch.tensor(ref.stains, dtype=torch.float32)
 
 
 def predict(
@@ -226,50 +251,96 @@ def evaluate_all(
     args: argparse.Namespace,
     model: torch.nn.Module,
     transform: InputTransform,
-    val_crops: np.ndarray,
-    val_labels: np.ndarray,
-    bccd: BccdCells,
+    checks: Checks,
 ) -> dict[str, Any]:
-    """PBC val, BCCD 5-class and the simulated-field check, plain and with 8-view TTA."""
+    """Every lab's val split and cross-lab set, and the simulated-field check, with TTA.
+
+    ``pbc_five`` (PBC val's five white cells, 5-class) is the held-out figure of a run
+    trained on Raabin alone; ``raabin_val`` that of a run trained on PBC alone.
+    """
     from sim_check_classifier import sim_metrics
 
     sim_crops, sim_truth = sim_set(args)
+    five = np.isin(checks.pbc_labels, [CLASSES.index(c) for c in FIVE_CLASSES])
     out: dict[str, Any] = {}
     for suffix, tta in (("", False), ("_tta", True)):
-        val_logits = predict(model, transform, val_crops, tta=tta)
-        bccd_logits = predict(model, transform, bccd.crops, tta=tta)
+        if not tta and not args.plain_metrics:
+            continue
+        val_logits = predict(model, transform, checks.pbc_crops, tta=tta)
+        out["pbc_val" + suffix] = pbc_metrics(val_logits, checks.pbc_labels)
+        out["pbc_five" + suffix] = five_class_metrics(
+            val_logits[five], [CLASSES[i] for i in checks.pbc_labels[five]]
+        )
+        for name, cells in (
+            ("raabin_val", checks.raabin),
+            ("bccd", checks.bccd),
+            ("lisc", checks.lisc),
+        ):
+            if cells is not None:
+                logits = predict(model, transform, cells.crops, tta=tta)
+                out[name + suffix] = five_class_metrics(logits, cells.labels)
         sim_top = [CLASSES[i] for i in predict(model, transform, sim_crops, tta=tta).argmax(1)]
-        out["pbc_val" + suffix] = pbc_metrics(val_logits, val_labels)
-        out["bccd" + suffix] = bccd_metrics(bccd_logits, bccd.labels)
         out["sim" + suffix] = sim_metrics(sim_top, sim_top, sim_truth)
     return out
 
 
 def log_result(result: dict[str, Any]) -> None:
     for suffix in ("", "_tta"):
+        if "pbc_val" + suffix not in result:
+            continue
+
+        def five(key: str, suffix: str = suffix) -> str:
+            m = result.get(key + suffix)
+            if m is None:
+                return f"{key} -"
+            recall = " ".join(f"{c[:3]} {m['recall'][c]:.2f}" for c in FIVE_CLASSES)
+            return f"{key} {m['accuracy']:.4f} (bal {m['balanced_accuracy']:.4f}; {recall})"
+
         _log.info(
-            "%s%s: PBC val %.4f (white min recall %.3f), BCCD 5-class %.4f (balanced %.4f), "
-            "sim %.4f (lymphocyte %.3f, worst differential %.1f), BCCD predicted %s",
+            "%s%s: PBC val %.4f (white min recall %.3f) | %s | %s | %s | %s | "
+            "sim %.4f (lymphocyte %.3f, worst differential %.1f)",
             result["name"],
             suffix.replace("_", " "),
             result["pbc_val" + suffix]["accuracy"],
             min(result["pbc_val" + suffix]["recall"][c] for c in WHITE_CELL_CLASSES),
-            result["bccd" + suffix]["accuracy"],
-            result["bccd" + suffix]["balanced_accuracy"],
+            five("pbc_five"),
+            five("raabin_val"),
+            five("bccd"),
+            five("lisc"),
             result["sim" + suffix]["accuracy"],
             result["sim" + suffix]["recall"].get("lymphocyte", float("nan")),
             result["sim" + suffix]["largest_differential_error"],
-            result["bccd" + suffix]["predicted"],
         )
+
+
+def sampling_weights(cells: CellSet, class_power: float) -> np.ndarray:
+    """Per-image draw probabilities: labs equal, classes within a lab as n_c ** power.
+
+    Equal lab shares keep one lab's look from standing for a class (ig, erythroblast
+    and platelet exist only in PBC; Raabin's basophils come from one acquisition);
+    the power trades rare-class recall against the common classes' precision.
+    """
+    w = np.zeros(len(cells.labels), np.float64)
+    present = np.unique(cells.sources)
+    for source in present:
+        in_source = cells.sources == source
+        classes = np.unique(cells.labels[in_source])
+        mass = {c: float(np.sum(in_source & (cells.labels == c))) ** class_power for c in classes}
+        total = sum(mass.values())
+        for c in classes:
+            members = in_source & (cells.labels == c)
+            w[members] = mass[c] / total / members.sum() / len(present)
+    return w / w.sum()
 
 
 def train(
     args: argparse.Namespace,
-    images: np.ndarray,
-    labels: np.ndarray,
+    cells: CellSet,
     transform: InputTransform,
     stains_t: torch.Tensor,
 ) -> tuple[CellNet, list[dict[str, float]]]:
+    images, labels = cells.images, cells.labels
+    weights = sampling_weights(cells, args.class_power)
     g = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     model = build_model(args).to(memory_format=torch.channels_last)
@@ -319,10 +390,10 @@ def train(
         model.train()
         start = time.time()
         t_aug = t_norm = 0.0
-        perm = rng.permutation(len(images))
+        draws = rng.choice(len(images), steps_per_epoch * args.batch, p=weights)
         total, correct, loss_sum = 0, 0, 0.0
         batches = [
-            np.sort(perm[step * args.batch : (step + 1) * args.batch])
+            np.sort(draws[step * args.batch : (step + 1) * args.batch])
             for step in range(steps_per_epoch)
         ]
 
@@ -392,6 +463,7 @@ def build_model(args: argparse.Namespace) -> CellNet:
         stem_kind=args.stem,
         stem=args.stem_width,
         widths=args.widths,
+        norm=getattr(args, "norm", "bn"),
     )
 
 
@@ -442,6 +514,18 @@ def training_command(run_args: argparse.Namespace) -> str:
     return " ".join([os.path.relpath(Path(__file__), REPO), *flags])
 
 
+def load_training_cells(args: argparse.Namespace) -> CellSet:
+    """The training splits of ``args.sources``, in one array."""
+    for source in args.sources:
+        if source not in SOURCES:
+            raise SystemExit(f"--sources: {source!r} is not one of {', '.join(SOURCES)}")
+    cells = CellSet.concat([load_cells(args.data, source, "train") for source in args.sources])
+    if args.limit:
+        keep = np.random.default_rng(0).choice(len(cells.labels), args.limit, replace=False)
+        cells = cells.subset(np.sort(keep))
+    return cells
+
+
 def ship_checkpoint(args: argparse.Namespace) -> int:
     """Ship a saved run as if its training had just ended (same export, checks and card)."""
     saved, run_args, model, transform = load_checkpoint(args.from_checkpoint, args)
@@ -454,7 +538,7 @@ def ship_checkpoint(args: argparse.Namespace) -> int:
         run_args,
         model,
         transform,
-        load_pbc(args.data, "train").images,
+        load_training_cells(run_args),
         name=f"{args.from_checkpoint.stem} shipped {time.strftime('%Y-%m-%d %H:%M')}",
         record={"history": saved["history"], "train_s": saved["train_s"]},
         wall_start=time.time() - saved["load_s"] - saved["train_s"],
@@ -466,7 +550,7 @@ def evaluate_and_ship(
     args: argparse.Namespace,
     model: torch.nn.Module,
     transform: InputTransform,
-    train_images: np.ndarray,
+    train_cells: CellSet,
     *,
     name: str,
     record: dict[str, Any],
@@ -474,14 +558,12 @@ def evaluate_and_ship(
     log_experiment: bool,
 ) -> int:
     """Score a trained network on every check, log it, and (unless an experiment) ship it."""
-    val_set = load_pbc(args.data, "val")
-    val_crops = centre_crop(val_set.images, args.crop)
-    bccd = bccd_white_cells(args.data, args.crop)
+    checks = load_checks(args.data, args.crop, args.lisc_boxes)
     result = {
         "name": name,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        **evaluate_all(args, model, transform, val_crops, val_set.labels, bccd),
-        "bccd_skipped": bccd.skipped,
+        **evaluate_all(args, model, transform, checks),
+        "bccd_skipped": checks.bccd.skipped,
         **record,
     }
     log_result(result)
@@ -497,10 +579,8 @@ def evaluate_and_ship(
         args=args,
         model=model,
         transform=transform,
-        train_images=train_images,
-        val_crops=val_crops,
-        val_labels=val_set.labels,
-        bccd=bccd,
+        train_cells=train_cells,
+        checks=checks,
         result=result,
         wall_start=wall_start,
         command=training_command(args),
@@ -511,12 +591,15 @@ def evaluate_and_ship(
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
     """Re-score a saved experiment on every check (e.g. one trained before TTA existed)."""
     _, run_args, model, transform = load_checkpoint(args.evaluate, args)
-    val_set = load_pbc(args.data, "val")
-    bccd = bccd_white_cells(args.data, run_args.crop)
-    val_crops = centre_crop(val_set.images, run_args.crop)
+    run_args.lisc_boxes = args.lisc_boxes
     result = {
         "name": f"{args.evaluate.stem} (re-evaluated)",
-        **evaluate_all(run_args, model, transform, val_crops, val_set.labels, bccd),
+        **evaluate_all(
+            run_args,
+            model,
+            transform,
+            load_checks(run_args.data, run_args.crop, run_args.lisc_boxes),
+        ),
     }
     log_result(result)
     return 0
@@ -534,16 +617,13 @@ def main(argv: list[str] | None = None) -> int:
     wall_start = time.time()
     args.work.mkdir(parents=True, exist_ok=True)
 
-    train_set = load_pbc(args.data, "train")
-    if args.limit:
-        keep = np.random.default_rng(0).choice(len(train_set.labels), args.limit, replace=False)
-        train_set.images, train_set.labels = train_set.images[keep], train_set.labels[keep]
-    transform = fit_transform(train_set.images, args.stain, args.crop, args.seed)
-    stains_t = aug_stains(train_set.images, args.crop)
+    train_cells = load_training_cells(args)
+    transform = fit_transform(train_cells.images, args.stain, args.crop, args.seed)
+    stains_t = stain_basis(train_cells.images, args.crop)
     _log.info("input transform: %s", json.dumps(transform.to_spec()))
     load_s = time.time() - wall_start
 
-    model, history = train(args, train_set.images, train_set.labels, transform, stains_t)
+    model, history = train(args, train_cells, transform, stains_t)
     train_s = time.time() - wall_start - load_s
     torch.save(
         {
@@ -561,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         args,
         model,
         transform,
-        train_set.images,
+        train_cells,
         name=args.experiment or f"shipped {time.strftime('%Y-%m-%d %H:%M')}",
         record={"load_s": load_s, "train_s": train_s, "history": history},
         wall_start=wall_start,
