@@ -3,8 +3,10 @@
 Threads, and why:
 
 * paho's network thread (``loop_start``) reads and writes the socket, reconnects
-  with exponential backoff (``reconnect_min_s`` .. ``reconnect_max_s``) and runs the
-  callbacks; the callbacks only record facts and post events, never wait.
+  and runs the callbacks; the callbacks only record facts and post events, never
+  wait. Before each reconnect wait they set paho's next delay from
+  ``ReconnectBackoff`` (quick attempts first, then jittered exponential backoff up
+  to ``reconnect_max_s``).
 * the *link thread* is the only one that publishes. It owns the session view, the
   outbox window (which outbox row each in-flight message id carries) and the
   replay, so publications are ordered and no lock is held across paho calls that
@@ -46,6 +48,7 @@ from pydantic import BaseModel
 from agent.errors import InputError
 from agent.heartbeat import Heartbeat
 from agent.transport import connection, topics
+from agent.transport.backoff import ReconnectBackoff
 from agent.transport.commands import CommandHandler
 from agent.transport.config import MqttConfig
 from agent.transport.connection import MqttVersion
@@ -209,6 +212,8 @@ class MqttLink:
         self._live_gen: int | None = None
         self._connected_event = threading.Event()
         self._awaiting_connack = False
+        # Used by paho's thread only (its callbacks).
+        self._backoff = ReconnectBackoff(config.reconnect_min_s, config.reconnect_max_s)
 
         # Owned by the link thread.
         self._client: mqtt.Client | None = None
@@ -365,6 +370,7 @@ class MqttLink:
         if reason.is_failure:
             self._events.put(_Refused(version, reason.value, str(reason)))
             return
+        self._backoff.reset()
         with self._gen_lock:
             # paho would re-send its unacknowledged messages after this callback;
             # the outbox replay does that, in order and marked, so drop paho's copies.
@@ -383,6 +389,7 @@ class MqttLink:
         if client is not self._client:
             return
         self._awaiting_connack = False
+        self._schedule_retry(client)
         self._events.put(_ConnectFailed())
 
     def _on_disconnect(
@@ -395,6 +402,7 @@ class MqttLink:
     ) -> None:
         if client is not self._client:
             return
+        self._schedule_retry(client)
         if self._awaiting_connack:
             self._awaiting_connack = False
             self._events.put(_ClosedBeforeConnack(self._version))
@@ -456,6 +464,12 @@ class MqttLink:
             correlation_data=bytes(correlation) if correlation is not None else None,
         )
         self._intake.offer(request)
+
+    def _schedule_retry(self, client: mqtt.Client) -> None:
+        """Set paho's wait before its next attempt (it waits right after this callback)."""
+        delay = self._backoff.next_delay()
+        # paho sleeps fractional delays correctly; its annotation just says int.
+        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ the link thread
 
@@ -713,9 +727,8 @@ class MqttLink:
         else:
             self._last_error = message
             _log.warning(
-                "cannot connect to the MQTT broker (%s); retrying every %g-%g s",
+                "cannot connect to the MQTT broker (%s); retrying, at most %g s apart",
                 message,
-                self._config.reconnect_min_s,
                 self._config.reconnect_max_s,
             )
 
@@ -751,9 +764,8 @@ class MqttLink:
             return
         self._refused_reported = True
         _log.error(
-            "%s; retrying every %g-%g s",
+            "%s; retrying, at most %g s apart",
             message,
-            self._config.reconnect_min_s,
             self._config.reconnect_max_s,
         )
         self.publish_event(EventPayload(code="mqtt.refused", severity="error", message=message))
