@@ -32,8 +32,9 @@ from agent.heartbeat import Heartbeat
 from agent.transport.commands import CommandArgs
 from agent.transport.config import MqttConfig
 from agent.transport.intake import CommandIntake, Reply
+from agent.transport.payloads import StatePayload
 from agent.transport.requests import InboundRequest
-from tests.broker import Watcher, running_broker, wait_for
+from tests.broker import Watcher, running_broker, started_link, wait_for
 from tests.daemon_support import BASE, NotifySocket, Requester, sim_config_text, write_config
 
 
@@ -207,3 +208,21 @@ def test_a_reply_is_always_produced_even_when_the_response_cannot_be_encoded() -
     body = json.loads(reply.payload)
     assert body["status"] == "error" and body["transaction"] == "tx-1"
     assert "could not be encoded" in body["error"]
+
+
+@KILLED
+def test_a_link_thread_that_dies_is_reported_dead(tmp_path: Path) -> None:
+    with (
+        running_broker(tmp_path / "broker") as broker,
+        started_link(broker.port, tmp_path / "state", GatedHandler()) as link,
+    ):
+        watch = WorkerWatch(stall_s=60.0)
+        watch.add(*link.heartbeats)
+        assert watch.faults() == []
+        thread = next(b for b in link.heartbeats if b.name == "MQTT link").thread
+        assert thread is not None
+        kill_thread(thread)
+        link.publish_state(StatePayload(state="idle"))  # an event wakes the link thread
+        thread.join(10)
+        [fault] = watch.faults()
+        assert fault.kind == "died" and "MQTT link" in fault.message
