@@ -39,7 +39,7 @@ from tests.daemon_support import (
     write_config,
 )
 from tests.test_fhir import validate as validate_fhir
-from tests.test_mqtt_fuzz import CASES, NO_TX
+from tests.test_mqtt_fuzz import CASES, ISSUE_16_REQUEST, NO_TX
 
 # A real daemon process, a real broker and two or three simulated samples: ~1 minute.
 pytestmark = pytest.mark.slow
@@ -286,6 +286,24 @@ def test_malformed_requests_each_get_an_error_and_the_daemon_still_answers(setup
     assert setup.daemon.proc.poll() is None
     started = [m for m in watcher.on(f"{BASE}/state") if m.json()["sample_id"] in ("S", "S-1")]
     assert not started  # no malformed request started anything
+
+
+def test_the_request_with_a_lone_surrogate_is_refused_and_status_answers_after(
+    setup: Setup,
+) -> None:
+    """Issue 16: this request once ended the command thread; no request was answered after."""
+    watcher, topic = setup.watcher, f"{BASE}/response/status"
+    log_from = len(setup.daemon.log)
+    assert ISSUE_16_REQUEST == b'{"transaction": "mal-0439\\ud800", "bogus": 1}'
+    before = len(watcher.on(topic))
+    watcher.publish(f"{BASE}/request/status", ISSUE_16_REQUEST)
+    reply = watcher.wait_topic(topic, before + 1)[before].json()
+    assert reply["status"] == "error" and reply["data"] is None
+    assert reply["transaction"] == '"mal-0439\\ud800"'  # its JSON text, escaped
+    assert "lone UTF-16 surrogate" in reply["error"]
+    status = setup.requester.call("status")
+    assert status["status"] == "ok" and status["data"]["state"] == "idle"
+    assert "Traceback" not in setup.daemon.log[log_from:]
 
 
 def test_sigterm_aborts_the_sample_says_stopping_and_goes_offline(setup: Setup) -> None:

@@ -3,8 +3,10 @@
 The cases are generated (seeded, so a failure is reproducible): random bytes,
 non-UTF-8, oversized payloads, wrong argument types and ranges, missing and unknown
 arguments, unknown commands, nested junk, non-object JSON, missing transactions,
-stale or expired requests and retained requests. Afterwards the link must still be
-connected (never reconnected) and answer ``status``.
+stale or expired requests, retained requests, lone UTF-16 surrogates (in the
+transaction, an argument or a key) and transactions too large to echo. Afterwards
+the link must still be connected (never reconnected) and answer ``status``.
+tests/test_mqtt_fuzz_property.py generates many more from the JSON Schemas.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 
 from agent.transport.commands import CommandArgs
+from agent.transport.requests import MAX_JSON_DEPTH, MAX_TRANSACTION_BYTES
 from tests.broker import Broker, running_broker, started_link, watching
 
 BASE = "algocyte/dev-1"
@@ -68,6 +71,19 @@ BAD_VALUES: dict[str, list[Any]] = {
 
 def _j(obj: Any) -> bytes:
     return json.dumps(obj).encode()
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of arrays and objects (a scalar is 0)."""
+    if isinstance(value, dict):
+        return 1 + max((json_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((json_depth(v) for v in value), default=0)
+    return 0
+
+
+ISSUE_16_REQUEST = b'{"transaction": "mal-0439\\ud800", "bogus": 1}'
+"""The request that once ended the command thread (issue 16): a lone surrogate, escaped."""
 
 
 def generate_cases() -> list[Case]:
@@ -130,15 +146,16 @@ def generate_cases() -> list[Case]:
         for d in range(depth):
             junk = {"k": [junk, d, None]} if d % 2 else [junk, {"n": d}]
         tx = f"nested.{depth}"
-        cases.append(Case("nested", "start_sample", _j({"transaction": tx, "sample_id": junk}), tx))
-        cases.append(
-            Case(
-                "nested",
-                "get_cell_image",
-                _j({"transaction": tx, "sample_id": "S", "cell_id": junk}),
-                tx,
-            )
-        )
+        # Deeper than the limit, the request is refused unread: no transaction to echo.
+        echoed = tx if 1 + json_depth(junk) <= MAX_JSON_DEPTH else NO_TX
+        body = {"transaction": tx, "sample_id": junk}
+        cases.append(Case("nested", "start_sample", _j(body), echoed))
+        body = {"transaction": tx, "sample_id": "S", "cell_id": junk}
+        cases.append(Case("nested", "get_cell_image", _j(body), echoed))
+    too_deep: Any = "leaf"
+    for _ in range(400):
+        too_deep = [too_deep]
+    cases.append(Case("nested", "status", _j({"transaction": too_deep})))
 
     for value in (0, 1.5, "text", [1, 2], None, True, [], [{"transaction": 1}]):
         cases.append(Case("non-object", "status", _j(value)))
@@ -201,6 +218,36 @@ def generate_cases() -> list[Case]:
     cases.append(
         Case("json-edge", "start_sample", b'{"transaction": 1, "sample_id": "S"} trailing')
     )
+
+    # A lone surrogate is valid JSON but not Unicode: the transaction is echoed as its
+    # JSON text (\u escapes); anywhere else the request is refused with it echoed.
+    cases.append(Case("surrogate", "status", ISSUE_16_REQUEST, '"mal-0439\\ud800"'))
+    cases.append(
+        Case(
+            "surrogate",
+            "status",
+            b'{"transaction": {"id": ["x\\udfff", 1]}}',
+            '{"id":["x\\udfff",1]}',
+        )
+    )
+    cases.append(
+        Case("surrogate", "status", b'{"transaction": "\\udc00\\ud800"}', '"\\udc00\\ud800"')
+    )
+    body = b'{"transaction": "r", "sample_id": "S-1", "cell_id": 4, "label": "monocyte", '
+    cases.append(Case("surrogate", "reclassify", body + b'"reviewer": "dr \\ud83d"}', "r"))
+    cases.append(Case("surrogate", "start_sample", b'{"transaction": 7, "\\ud800": 1}', 7))
+    cases.append(
+        Case(
+            "surrogate",
+            "status",
+            b'{"transaction": "pair \\ud83d\\ude00", "x": 1}',
+            "pair \U0001f600",
+        )
+    )
+    for size in (MAX_TRANSACTION_BYTES, 5000, 50_000):
+        tx = "t" * size
+        cases.append(Case("big-transaction", "status", _j({"transaction": tx})))
+    cases.append(Case("big-transaction", "status", _j({"transaction": list(range(400))})))
     return cases
 
 
@@ -213,7 +260,7 @@ def test_generator_makes_enough_cases_of_every_kind() -> None:
     assert {
         "random-bytes", "non-utf8", "huge", "wrong-type", "missing-arg", "unknown-arg",
         "unknown-command", "nested", "non-object", "missing-transaction", "expired",
-        "retained", "json-edge",
+        "retained", "json-edge", "surrogate", "big-transaction",
     } <= kinds  # fmt: skip
 
 

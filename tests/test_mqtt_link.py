@@ -13,7 +13,8 @@ import pytest
 
 from agent.errors import InputError
 from agent.transport.commands import CommandArgs, StartSampleArgs
-from agent.transport.link import COMMAND_QUEUE_DEPTH, MqttLink
+from agent.transport.intake import COMMAND_QUEUE_DEPTH
+from agent.transport.link import MqttLink
 from agent.transport.payloads import (
     EventPayload,
     InfoPayload,
@@ -340,7 +341,7 @@ def test_a_blocked_handler_delays_commands_only_and_overflow_is_answered_busy(
         watcher.publish(
             f"{BASE}/request/start_sample", json.dumps({"transaction": 0, "sample_id": "S"})
         )
-        wait_for(lambda: link._requests.qsize() == 0, what="the handler to be busy")
+        wait_for(lambda: link._intake.waiting == 0, what="the handler to be busy")
         # Results still flow while the command thread is stuck.
         link.submit_result("during", [("results", report("during"))])
         watcher.wait_topic(f"{BASE}/results")

@@ -51,6 +51,7 @@ from agent.acquisition.illumination import Illumination, calibrate, meter
 from agent.acquisition.rig import Rig
 from agent.acquisition.scan_planner import PlannedField, ScanPlanner, SurveyPoint
 from agent.errors import AnalyzerError, ConfigError
+from agent.heartbeat import Heartbeat
 from drivers.camera.base import BgrImage, Camera, Frame
 from drivers.camera.config import CameraConfig
 from drivers.errors import DeviceError
@@ -245,9 +246,16 @@ class Scanner:
         ):
             raise ConfigError("acquisition.scan_area is smaller than one camera field")
 
-    def start(self, cancel: CancelToken | None = None) -> ScanRun:
-        """Start scanning in a background thread; iterate the returned run for fields."""
-        return ScanRun(self, cancel or CancelToken())
+    def start(
+        self, cancel: CancelToken | None = None, *, heartbeat: Heartbeat | None = None
+    ) -> ScanRun:
+        """Start scanning in a background thread; iterate the returned run for fields.
+
+        ``heartbeat`` watches that thread (the daemon's health check reads it): it
+        beats at every survey point, field and wait, and is stuck after
+        ``stall_timeout_s`` without one.
+        """
+        return ScanRun(self, cancel or CancelToken(), heartbeat or Heartbeat("acquisition"))
 
     def run(
         self, analyse: Callable[[FieldImage], int], cancel: CancelToken | None = None
@@ -262,7 +270,7 @@ class Scanner:
 class ScanRun:
     """A scan in progress: iterate for fields, ``report`` counts, ``cancel`` to stop."""
 
-    def __init__(self, scanner: Scanner, cancel: CancelToken) -> None:
+    def __init__(self, scanner: Scanner, cancel: CancelToken, heartbeat: Heartbeat) -> None:
         cfg = scanner._config
         self._s = scanner
         self._cfg = cfg
@@ -305,7 +313,10 @@ class ScanRun:
             cancel=cancel,
             clock=self._clock,
         )
+        self._beat = heartbeat
         self._thread = threading.Thread(target=self._produce, name="acquisition", daemon=True)
+        heartbeat.attach(self._thread)
+        heartbeat.working(cfg.stall_timeout_s)
         self._thread.start()
 
     # -- caller side ------------------------------------------------------------------
@@ -476,6 +487,8 @@ class ScanRun:
             self._light_off()
             self._clocks.finished = self._clock()
             self._ended.set()
+        # Not reached when a BaseException ends the thread: the heartbeat then says it died.
+        self._beat.finished()
 
     def _set_outcome(self, reason: StopReason, message: str, cause: BaseException) -> None:
         with self._lock:
@@ -593,6 +606,7 @@ class ScanRun:
         shots: list[_SurveyShot] = []
         have_focus = False
         for point in self._planner.survey_points():
+            self._beat.beat()
             self._cancel.check()
             if self._planner.elapsed_s > cfg.time_budget_s:
                 _log.warning("time budget spent during the survey")
@@ -619,6 +633,7 @@ class ScanRun:
 
     def _scan(self) -> None:
         while not self._stop_requested.is_set():
+            self._beat.beat()
             self._cancel.check()
             with self._lock:
                 planned = self._planner.next_field()
@@ -715,6 +730,7 @@ class ScanRun:
         start = self._clock()
         try:
             while True:
+                self._beat.beat()
                 self._cancel.check()
                 if self._stop_requested.is_set():
                     with self._lock:

@@ -35,6 +35,18 @@ class ServiceConfig(StrictModel):
             "systemd restarts the daemon (s)."
         ),
     )
+    worker_stall_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "The MQTT command intake or link thread, busy with one request or message and "
+            "showing no progress for this long, is declared stuck: a health fault, and the "
+            "watchdog is no longer pinged, so systemd restarts the daemon (s). (The job worker "
+            "uses the job's own limits plus stuck_grace_s, the acquisition thread "
+            "acquisition.stall_timeout_s.)"
+        ),
+    )
     shutdown_timeout_s: float = Field(
         default=20.0,
         gt=0,

@@ -25,6 +25,7 @@ from agent.daemon.delivery import ReportPublisher
 from agent.daemon.hardware import Hardware
 from agent.daemon.progress import EtaEstimator, SampleProgress
 from agent.errors import AnalyzerError
+from agent.heartbeat import Heartbeat
 from agent.report.model import Report, Timings
 from agent.report.service import SampleRun
 from agent.vision.field_analysis import FieldAnalyzer
@@ -82,11 +83,14 @@ class SampleRunner:
         publisher: ReportPublisher,
         *,
         clock: Callable[[], float] = time.monotonic,
+        acquisition_beat: Heartbeat | None = None,
     ) -> None:
+        """``acquisition_beat`` watches each scan's acquisition thread (the daemon's health)."""
         self._hw = hardware
         self._analyzer = analyzer
         self._publisher = publisher
         self._clock = clock
+        self._acquisition_beat = acquisition_beat
         self._phase: Phase | None = None
 
     @property
@@ -174,7 +178,7 @@ class SampleRunner:
         eta = EtaEstimator(run.target_wbc, acquisition.time_budget_s, self._clock)
         self._set_phase(run, "surveying", listener)
         eta.start()
-        with scanner.start(cancel) as scan:
+        with scanner.start(cancel, heartbeat=self._acquisition_beat) as scan:
             for image in scan:
                 if self._phase != "scanning":
                     self._set_phase(run, "scanning", listener)

@@ -20,10 +20,12 @@ fault on ``events`` and sets ``error``; the next checks keep trying to recover t
 device (reopen the port or the camera) and the state returns to ``idle`` when they
 pass. Restarting would not fix an unplugged cable, and systemd's start limit would
 soon give up on the unit altogether. The pings stop only when the daemon itself is
-stuck: the main loop no longer runs (so nothing pings), or a job has outlived its
-own limits (scan time budget plus stall timeout, homing timeout) by
-``service.stuck_grace_s``. Then systemd restarts the daemon, and the sample it was
-running is reported as aborted at the next start.
+broken: the main loop no longer runs (so nothing pings), or a worker thread it
+depends on died or hangs (``WorkerWatch``: the MQTT command intake and link
+threads, the job worker, the scan's acquisition thread), which includes a job that
+has outlived its own limits (scan time budget plus stall timeout, homing timeout)
+by ``service.stuck_grace_s``. Then systemd restarts the daemon, and the sample it
+was running is reported as aborted at the next start.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,7 +51,9 @@ from agent.daemon.health import HealthChecker, HealthReport, model_files
 from agent.daemon.progress import SampleProgress, ServiceListener
 from agent.daemon.sample_runner import SampleListener, SampleRunner
 from agent.daemon.sdnotify import SystemdNotifier, watchdog_interval_s
+from agent.daemon.workers import WorkerWatch
 from agent.errors import AnalyzerError, InputError
+from agent.heartbeat import Heartbeat, WorkerFault
 from agent.report.model import SCHEMA_VERSION, Report
 from agent.report.service import ReportService, SampleRun
 from agent.transport.commands import COMMAND_NAMES, StartSampleArgs
@@ -72,6 +76,9 @@ from agent.vision.model_card import shipped_models_dir
 _log = logging.getLogger(__name__)
 
 HARDWARE_CHECKS = frozenset({"stage", "camera"})
+
+WORKERS_PHASE = "workers"
+"""The ``error`` state's phase while a worker thread is dead or stuck."""
 
 STOP_REASON = "daemon stopped"
 """The reason in the aborted report of a sample interrupted by SIGTERM/SIGINT."""
@@ -118,7 +125,10 @@ class AnalyzerService:
         self._wake: queue.SimpleQueue[str] = wake if wake is not None else queue.SimpleQueue()
         self.link = MqttLink(config.mqtt, config.device_id, outbox, DaemonCommandHandler(self))
         self.publisher = ReportPublisher(reports, self.link, config.storage.state_dir)
-        self.runner = SampleRunner(hardware, analyzer, self.publisher)
+        acquisition_beat = Heartbeat("acquisition")
+        self.runner = SampleRunner(
+            hardware, analyzer, self.publisher, acquisition_beat=acquisition_beat
+        )
         models_dir = config.vision.models_dir or shipped_models_dir()
         self.health = HealthChecker(
             hardware,
@@ -135,11 +145,15 @@ class AnalyzerService:
         self._job: Job | None = None
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
+        self._worker_beat = Heartbeat("job worker")
+        self.workers = WorkerWatch(config.service.worker_stall_s)
+        self.workers.add(*self.link.heartbeats, self._worker_beat, acquisition_beat)
+        self._worker_faults: dict[str, WorkerFault] = {}
+        """Worker threads found dead or stuck at the last check: name -> fault."""
         self._listeners: list[ServiceListener] = []
         self._fault: str | None = None
         self._failing: dict[str, str] = {}
         """Health checks failing at the last check: code -> message."""
-        self._stuck_reported = False
         self._stopping = False
         self._started = False
         self._closed = False
@@ -160,6 +174,7 @@ class AnalyzerService:
         report = self.health.check(hardware=True, recover=False)
         if not report.ok:
             raise HardwareStartError(f"start-up health check failed: {report.summary()}")
+        self._worker_beat.attach(self._worker)
         self._worker.start()
         self._started = True
         self.link.publish_info(self._info())
@@ -228,13 +243,13 @@ class AnalyzerService:
     # -- the main loop's work ------------------------------------------------------------
 
     def tick(self) -> HealthReport:
-        """One health check, then the watchdog ping unless a job is stuck."""
+        """One health check, then the watchdog ping unless a worker thread died or hangs."""
         with self._lock:
             busy = self._job is not None
         report = self.health.check(hardware=not busy)
-        self._apply_health(report)
-        stuck = self._stuck_job()
-        if stuck is None:
+        workers = self._check_workers()
+        self._apply_health(report, workers)
+        if not workers:
             self._notifier.watchdog()
         status = self._status_line()
         if status != self._last_status:
@@ -247,7 +262,7 @@ class AnalyzerService:
         watchdog = watchdog_interval_s()
         return min(period, watchdog) if watchdog is not None else period
 
-    def _apply_health(self, report: HealthReport) -> None:
+    def _apply_health(self, report: HealthReport, workers: Sequence[WorkerFault] = ()) -> None:
         """Publish newly failing checks, set or clear the error state."""
         failing = {p.code: p.message for p in report.problems}
         if not report.hardware_checked:
@@ -258,40 +273,46 @@ class AnalyzerService:
             _log.error("health check failed: %s: %s", code, failing[code])
             self._event(f"health.{code}", "error", failing[code])
         self._failing = failing
+        faults = dict(failing)
+        if workers:
+            faults[WORKERS_PHASE] = "; ".join(f.message for f in workers)
         with self._lock:
-            recovered = not failing and self._fault is not None
-            if failing:
-                self._fault = "; ".join(f"{code}: {message}" for code, message in failing.items())
+            recovered = not faults and self._fault is not None
+            if faults:
+                self._fault = "; ".join(f"{code}: {message}" for code, message in faults.items())
             elif recovered:
                 self._fault = None
             idle = self._job is None
         if recovered:
             _log.info("health checks pass again")
             self._event("health.recovered", "info", "all health checks pass again")
-        if idle:
+        if workers:
+            # Also over a running job: a dead or hung thread will not finish it.
+            self._set_state("error", phase=WORKERS_PHASE)
+        elif idle:
             if failing:
                 self._set_state("error", phase=next(iter(failing)))
             else:
                 self._set_state("idle")
 
-    def _stuck_job(self) -> Job | None:
+    def _check_workers(self) -> list[WorkerFault]:
+        """Dead or stuck worker threads; each new one is logged and published once."""
+        faults = self.workers.faults()
         with self._lock:
-            job = self._job
-        if job is None or job.started is None:
-            self._stuck_reported = False
-            return None
-        overdue = time.monotonic() - job.started - job.limit_s
-        if overdue <= self.config.service.stuck_grace_s:
-            return None
-        if not self._stuck_reported:
-            self._stuck_reported = True
+            sample_id = self._job.sample_id if self._job is not None else None
+        for fault in faults:
+            known = self._worker_faults.get(fault.name)
+            if known is not None and known.kind == fault.kind:
+                continue
             message = (
-                f"the {job.kind} job has run {overdue:.0f} s past its limits; the daemon "
-                "stops pinging the watchdog so that systemd restarts it"
+                f"{fault.message}; the daemon stops pinging the watchdog so that systemd "
+                "restarts it"
             )
             _log.critical("%s", message)
-            self._event("daemon.stuck", "critical", message, sample_id=job.sample_id)
-        return job
+            code = "daemon.stuck" if fault.kind == "stuck" else "daemon.thread_died"
+            self._event(code, "critical", message, sample_id=sample_id)
+        self._worker_faults = {f.name: f for f in faults}
+        return faults
 
     # -- commands (the link's command thread; must return quickly) ------------------------
 
@@ -377,11 +398,14 @@ class AnalyzerService:
     # -- the worker thread ---------------------------------------------------------------
 
     def _work(self) -> None:
+        beat = self._worker_beat
         while True:
             job = self._jobs.get()
             if job is None:
+                beat.finished()
                 return
             job.started = time.monotonic()
+            beat.working(job.limit_s + self.config.service.stuck_grace_s)
             try:
                 self._run_job(job)
             except Exception as e:  # the worker must survive anything a job does
@@ -401,6 +425,7 @@ class AnalyzerService:
                     phase = "fault" if self._fault is not None else None
                 self._set_state(state, phase=phase)
                 self._wake.put("check")
+                beat.idle()
 
     def _run_job(self, job: Job) -> None:
         if job.run is not None:

@@ -58,9 +58,23 @@ class MqttConfig(StrictModel):
     )
     tls: TlsConfig | None = Field(default=None, description="TLS settings; empty for plain TCP.")
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive (s).")
-    reconnect_min_s: float = Field(default=1.0, gt=0, le=60, description="First reconnect delay.")
+    reconnect_min_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description=(
+            "Delay of the first reconnect attempts after a loss (s); later ones back off "
+            "exponentially, each delay jittered between half and all of its step."
+        ),
+    )
     reconnect_max_s: float = Field(
-        default=60.0, gt=0, le=3600, description="Longest reconnect delay."
+        default=10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Longest reconnect delay (s): a result waits at most about this long after the "
+            "broker is back."
+        ),
     )
     client_id: str | None = Field(
         default=None,

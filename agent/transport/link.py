@@ -3,14 +3,20 @@
 Threads, and why:
 
 * paho's network thread (``loop_start``) reads and writes the socket, reconnects
-  with exponential backoff (``reconnect_min_s`` .. ``reconnect_max_s``) and runs the
-  callbacks; the callbacks only record facts and post events, never wait.
+  and runs the callbacks; the callbacks only record facts and post events, never
+  wait. Before each reconnect wait they set paho's next delay from
+  ``ReconnectBackoff`` (quick attempts first, then jittered exponential backoff up
+  to ``reconnect_max_s``).
 * the *link thread* is the only one that publishes. It owns the session view, the
   outbox window (which outbox row each in-flight message id carries) and the
   replay, so publications are ordered and no lock is held across paho calls that
   paho's own thread might need.
-* the *command thread* validates requests and calls the daemon's handler, one at a
-  time, so a slow handler delays other commands but never keepalives or PUBACKs.
+* the *command thread* (``CommandIntake``) validates requests and calls the daemon's
+  handler, one at a time, so a slow handler delays other commands but never
+  keepalives or PUBACKs. Every request gets exactly one response from it.
+
+The link thread and the command thread each own a ``Heartbeat`` (``heartbeats``),
+so the daemon's health check notices when one dies or hangs.
 
 Delivery contract (docs/mqtt.md): results and events are stored in the ``Outbox``
 before anything is sent and removed on the broker's PUBACK; at every connect the
@@ -30,7 +36,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import paho.mqtt.client as mqtt
@@ -38,32 +43,27 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
-from pydantic_core import to_jsonable_python
+from pydantic import BaseModel
 
-from agent.errors import AnalyzerError, InputError
+from agent.errors import InputError
+from agent.heartbeat import Heartbeat
 from agent.transport import connection, topics
+from agent.transport.backoff import ReconnectBackoff
 from agent.transport.commands import CommandHandler
 from agent.transport.config import MqttConfig
 from agent.transport.connection import MqttVersion
+from agent.transport.intake import CommandIntake, Reply
 from agent.transport.outbox import Outbox, OutboxRow
 from agent.transport.payloads import (
     EventPayload,
     InfoPayload,
     ProgressPayload,
-    ResponseEnvelope,
     StatePayload,
 )
 from agent.transport.replay import mark_replayed
-from agent.transport.requests import InboundRequest, RequestRejected, validate_request
+from agent.transport.requests import InboundRequest
 
 _log = logging.getLogger(__name__)
-
-COMMAND_QUEUE_DEPTH: Final = 64
-"""Requests waiting for the command thread; beyond this they are answered 'busy'."""
-
-SLOW_HANDLER_S: Final = 1.0
-"""A handler call longer than this (s) is logged: it breaks the handler contract."""
 
 THREAD_JOIN_S: Final = 5.0
 """How long stop() waits for the link's own threads to end (s)."""
@@ -78,8 +78,6 @@ CONTENT_TYPES: Final[dict[str, str]] = {
     topics.RESULTS_FHIR: "application/fhir+json",
     topics.EVENTS: "application/json",
 }
-
-_JSON_VALUE: Final = TypeAdapter[JsonValue](JsonValue)
 
 
 # Events posted to the link thread. ``gen`` numbers connections: it grows at every
@@ -142,10 +140,7 @@ class _Progress:
 
 @dataclass(frozen=True)
 class _Response:
-    command: str
-    payload: bytes
-    response_topic: str | None
-    correlation_data: bytes | None
+    reply: Reply
 
 
 @dataclass(frozen=True)
@@ -204,7 +199,7 @@ class MqttLink:
         self._ssl: ssl.SSLContext | None = None
 
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
-        self._requests: queue.Queue[InboundRequest | None] = queue.Queue(COMMAND_QUEUE_DEPTH)
+        self._intake = CommandIntake(config, handler, self._send_reply)
         self._latest: dict[str, bytes] = {}
         self._latest_lock = threading.Lock()
         self._kick_pending = False
@@ -217,6 +212,8 @@ class MqttLink:
         self._live_gen: int | None = None
         self._connected_event = threading.Event()
         self._awaiting_connack = False
+        # Used by paho's thread only (its callbacks).
+        self._backoff = ReconnectBackoff(config.reconnect_min_s, config.reconnect_max_s)
 
         # Owned by the link thread.
         self._client: mqtt.Client | None = None
@@ -236,7 +233,7 @@ class MqttLink:
         self._switch_reported = False
 
         self._link_thread: threading.Thread | None = None
-        self._command_thread: threading.Thread | None = None
+        self._link_beat = Heartbeat("MQTT link")
 
     # ----------------------------------------------------------------- daemon API
 
@@ -254,11 +251,9 @@ class MqttLink:
         if self._config.tls is not None:
             self._ssl = connection.tls_context(self._config.tls)
         self._client = self._new_client()
-        self._command_thread = threading.Thread(
-            target=self._serve_requests, name="mqtt-commands", daemon=True
-        )
         self._link_thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
-        self._command_thread.start()
+        self._link_beat.attach(self._link_thread)
+        self._intake.start()
         self._link_thread.start()
         _log.info(
             "connecting to MQTT broker %s:%d as %s (protocol %s)",
@@ -273,7 +268,7 @@ class MqttLink:
 
         Unacknowledged results stay in the outbox for the next start.
         """
-        link, commands = self._link_thread, self._command_thread
+        link = self._link_thread
         if link is None:
             return
         done = threading.Event()
@@ -281,21 +276,14 @@ class MqttLink:
         if not done.wait(self._config.stop_timeout_s + self._config.connect_timeout_s + 2.0):
             _log.warning("the MQTT link did not stop in time")
         # Disconnected now: no request arrives any more, and none waiting can be answered.
-        dropped = 0
-        while not self._put_request(None):
-            try:
-                self._requests.get_nowait()
-                dropped += 1
-            except queue.Empty:
-                pass
-        if dropped:
-            _log.warning("%d request(s) left unanswered at shutdown", dropped)
+        self._intake.stop(THREAD_JOIN_S)
         link.join(THREAD_JOIN_S)
-        if commands is not None:
-            commands.join(THREAD_JOIN_S)
-            if commands.is_alive():
-                _log.warning("a command handler is still running at shutdown")
-        self._link_thread = self._command_thread = None
+        self._link_thread = None
+
+    @property
+    def heartbeats(self) -> tuple[Heartbeat, ...]:
+        """The link's own threads (link, command intake), for the daemon's health check."""
+        return (self._link_beat, self._intake.heartbeat)
 
     @property
     def connected(self) -> bool:
@@ -382,6 +370,7 @@ class MqttLink:
         if reason.is_failure:
             self._events.put(_Refused(version, reason.value, str(reason)))
             return
+        self._backoff.reset()
         with self._gen_lock:
             # paho would re-send its unacknowledged messages after this callback;
             # the outbox replay does that, in order and marked, so drop paho's copies.
@@ -400,6 +389,7 @@ class MqttLink:
         if client is not self._client:
             return
         self._awaiting_connack = False
+        self._schedule_retry(client)
         self._events.put(_ConnectFailed())
 
     def _on_disconnect(
@@ -412,6 +402,7 @@ class MqttLink:
     ) -> None:
         if client is not self._client:
             return
+        self._schedule_retry(client)
         if self._awaiting_connack:
             self._awaiting_connack = False
             self._events.put(_ClosedBeforeConnack(self._version))
@@ -472,26 +463,25 @@ class MqttLink:
             response_topic=str(response_topic) if response_topic else None,
             correlation_data=bytes(correlation) if correlation is not None else None,
         )
-        if not self._put_request(request):
-            _log.warning(
-                "request %s refused: %d requests already waiting", command, COMMAND_QUEUE_DEPTH
-            )
-            self._respond(
-                request,
-                ResponseEnvelope(
-                    status="error", error="busy: too many requests waiting; retry later"
-                ),
-            )
+        self._intake.offer(request)
+
+    def _schedule_retry(self, client: mqtt.Client) -> None:
+        """Set paho's wait before its next attempt (it waits right after this callback)."""
+        delay = self._backoff.next_delay()
+        # paho sleeps fractional delays correctly; its annotation just says int.
+        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ the link thread
 
     def _run(self) -> None:
+        beat = self._link_beat
         self._start_client()
         while True:
             try:
                 event = self._events.get(timeout=self._wait_s())
             except queue.Empty:
                 event = None
+            beat.working()
             try:
                 if event is not None:
                     self._handle(event)
@@ -503,7 +493,9 @@ class MqttLink:
                     self._start_client()
             except Exception:
                 _log.exception("MQTT link: unexpected error handling %s", type(event).__name__)
+            beat.idle()
             if self._stop_done is not None and self._stop_done.is_set():
+                beat.finished()
                 return
 
     def _wait_s(self) -> float | None:
@@ -534,7 +526,7 @@ class MqttLink:
             case _Progress():
                 self._publish(self._topics.progress, event.payload, qos=0)
             case _Response():
-                self._publish_response(event)
+                self._publish_response(event.reply)
             case _Refused():
                 self._refused(event)
             case _ConnectFailed():
@@ -693,7 +685,7 @@ class MqttLink:
             if only is None or suffix == only:
                 self._publish(self._topics.topic(suffix), payload, qos=1, retain=True)
 
-    def _publish_response(self, event: _Response) -> None:
+    def _publish_response(self, event: Reply) -> None:
         props: Properties | None = None
         if self._session is not None and self._session.version == "5":
             props = connection.new_properties(PacketTypes.PUBLISH)
@@ -735,9 +727,8 @@ class MqttLink:
         else:
             self._last_error = message
             _log.warning(
-                "cannot connect to the MQTT broker (%s); retrying every %g-%g s",
+                "cannot connect to the MQTT broker (%s); retrying, at most %g s apart",
                 message,
-                self._config.reconnect_min_s,
                 self._config.reconnect_max_s,
             )
 
@@ -773,9 +764,8 @@ class MqttLink:
             return
         self._refused_reported = True
         _log.error(
-            "%s; retrying every %g-%g s",
+            "%s; retrying, at most %g s apart",
             message,
-            self._config.reconnect_min_s,
             self._config.reconnect_max_s,
         )
         self.publish_event(EventPayload(code="mqtt.refused", severity="error", message=message))
@@ -810,70 +800,6 @@ class MqttLink:
         if self._stop_done is not None:
             self._stop_done.set()
 
-    # --------------------------------------------------------- the command thread
-
-    def _serve_requests(self) -> None:
-        while True:
-            request = self._requests.get()
-            if request is None:
-                return
-            try:
-                response = self._answer(request)
-            except Exception:
-                _log.exception("unexpected error answering %s", request.command)
-                response = ResponseEnvelope(
-                    status="error", error="internal error; see the analyzer log"
-                )
-            self._respond(request, response)
-
-    def _answer(self, request: InboundRequest) -> ResponseEnvelope:
-        try:
-            valid = validate_request(
-                request,
-                max_bytes=self._config.max_request_bytes,
-                max_age_s=self._config.command_max_age_s,
-                now=datetime.now(UTC),
-                now_monotonic=time.monotonic(),
-            )
-        except RequestRejected as e:
-            _log.warning("request %s refused: %s", request.command, e)
-            return ResponseEnvelope(transaction=e.transaction, status="error", error=str(e))
-        started = time.monotonic()
-        try:
-            data = self._handler.handle(valid.command, valid.args)
-            response = ResponseEnvelope(
-                transaction=valid.transaction, status="ok", data=_jsonable(data)
-            )
-        except AnalyzerError as e:
-            _log.warning("%s failed: %s", valid.command, e)
-            response = ResponseEnvelope(transaction=valid.transaction, status="error", error=str(e))
-        except Exception:
-            _log.exception("the handler of %s failed", valid.command)
-            response = ResponseEnvelope(
-                transaction=valid.transaction,
-                status="error",
-                error=f"internal error while handling {valid.command}; see the analyzer log",
-            )
-        took = time.monotonic() - started
-        if took > SLOW_HANDLER_S:
-            _log.warning(
-                "the handler of %s took %.1f s; handlers must only enqueue work",
-                valid.command,
-                took,
-            )
-        _log.info("request %s -> %s", valid.command, response.status)
-        return response
-
-    def _respond(self, request: InboundRequest, response: ResponseEnvelope) -> None:
-        self._events.put(
-            _Response(
-                command=request.command,
-                payload=response.model_dump_json().encode("utf-8"),
-                response_topic=request.response_topic,
-                correlation_data=request.correlation_data,
-            )
-        )
-
     # ------------------------------------------------------------------- helpers
 
     def _new_client(self) -> mqtt.Client:
@@ -889,12 +815,8 @@ class MqttLink:
         client.on_message = self._on_message
         return client
 
-    def _put_request(self, request: InboundRequest | None) -> bool:
-        try:
-            self._requests.put_nowait(request)
-        except queue.Full:
-            return False
-        return True
+    def _send_reply(self, reply: Reply) -> None:
+        self._events.put(_Response(reply))
 
     def _set_latest(self, suffix: str, document: BaseModel) -> None:
         with self._latest_lock:
@@ -905,18 +827,6 @@ class MqttLink:
         if not self._kick_pending:
             self._kick_pending = True
             self._events.put(_Kick())
-
-
-def _jsonable(data: Any) -> JsonValue:
-    """The handler's return value as JSON data; refuses what JSON cannot carry."""
-    if isinstance(data, BaseModel):
-        data = data.model_dump(mode="json")
-    try:
-        plain = to_jsonable_python(data)
-        return _JSON_VALUE.validate_python(plain)
-    except (ValueError, TypeError, ValidationError) as e:
-        # A bug in the handler, not the requester's fault: logged with its traceback.
-        raise TypeError(f"the handler returned data that is not JSON: {e}") from e
 
 
 def _check_result(result_id: str, documents: Sequence[tuple[str, bytes]]) -> None:

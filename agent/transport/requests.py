@@ -3,12 +3,20 @@
 Pure: the clocks are arguments, so every rule is tested without a broker. The
 order of the checks decides what a refusal can echo: the transaction is recovered
 whenever the payload is a readable JSON object, even when something else is wrong.
+
+Nothing here recurses into the request before its size and nesting depth are known
+to be small: the depth is counted on the raw text, so a payload of 60 000 brackets is
+refused before the JSON parser (or pydantic, or ``repr``) could run out of stack.
+The transaction must also survive being echoed: text that is not Unicode (a lone
+UTF-16 surrogate such as ``"\\ud800"``, which JSON can spell but UTF-8 cannot carry)
+or an oversized value is replaced in the response and the request is refused.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -24,7 +32,18 @@ ENVELOPE_KEYS: Final = ("transaction", "sent_at", "expires_at")
 FUTURE_TOLERANCE_S: Final = 300.0
 """How far (s) a request's ``sent_at`` may lie in the requester's future: clocks differ."""
 
+MAX_JSON_DEPTH: Final = 32
+"""Deepest nesting of arrays and objects in a request; a real one needs 2 or 3 levels."""
+
+MAX_TRANSACTION_BYTES: Final = 1024
+"""Largest transaction (as compact JSON) that is echoed; a larger one is answered with null."""
+
 _MAX_SHOWN: Final = 60
+
+_STRUCTURE = re.compile(r'[\[\]{}"\\]')
+"""The characters that open or close arrays, objects and strings, and escapes."""
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -88,12 +107,100 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def nesting_depth(text: str, limit: int) -> int:
+    """How deeply arrays and objects nest in JSON ``text``, counted up to ``limit + 1``.
+
+    A scan over the structural characters only, without parsing and without
+    recursion; brackets inside strings do not count. Malformed text gets some
+    number: the parser that runs next says what is wrong with it.
+    """
+    depth = deepest = 0
+    in_string = False
+    escaped_at = -1
+    for match in _STRUCTURE.finditer(text):
+        i = match.start()
+        if i == escaped_at:
+            continue
+        c = text[i]
+        if in_string:
+            if c == "\\":
+                escaped_at = i + 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+def _lone_surrogate(value: object) -> bool:
+    """True if a string (or an object key) anywhere in ``value`` holds a lone surrogate.
+
+    Iterative, so it is safe on any depth the parser accepted.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if _SURROGATE.search(key):
+                    return True
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def echoable_transaction(value: JsonValue) -> tuple[JsonValue, str | None]:
+    """The transaction as the response can carry it, and why it differs (None: unchanged).
+
+    A transaction with a lone surrogate becomes its JSON text with ``\\u`` escapes
+    (a string the requester can parse back); one larger than
+    ``MAX_TRANSACTION_BYTES`` becomes null. The value's depth is bounded already
+    (``MAX_JSON_DEPTH``), so ``json.dumps`` cannot recurse too deeply here.
+    """
+    if _lone_surrogate(value):
+        escaped = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+        if len(escaped) <= MAX_TRANSACTION_BYTES:
+            return escaped, (
+                "the transaction holds a lone UTF-16 surrogate, which is not Unicode text; "
+                "it is echoed as its JSON text with \\u escapes"
+            )
+        return None, (
+            "the transaction holds a lone UTF-16 surrogate, which is not Unicode text, and is "
+            f"too large to echo escaped (more than {MAX_TRANSACTION_BYTES} bytes); it is "
+            "echoed as null"
+        )
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_TRANSACTION_BYTES:
+        return None, (
+            f"the transaction is {size} bytes of JSON, more than the {MAX_TRANSACTION_BYTES} "
+            "that are echoed; it is echoed as null"
+        )
+    return value, None
+
+
 def parse_json_object(payload: bytes) -> dict[str, Any]:
-    """The payload as a JSON object; strict JSON (no NaN, no duplicate keys)."""
+    """The payload as a JSON object; strict JSON (no NaN, no duplicate keys, bounded depth)."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as e:
         raise RequestRejected(f"request is not UTF-8 text (byte {e.start})") from e
+    if nesting_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise RequestRejected(
+            f"request JSON is nested too deeply (more than {MAX_JSON_DEPTH} levels); "
+            "its transaction cannot be read"
+        )
     try:
         value = json.loads(
             text,
@@ -162,7 +269,15 @@ def validate_request(
     obj = parse_json_object(request.payload)
     if "transaction" not in obj:
         raise RequestRejected("request has no 'transaction'")
-    transaction: JsonValue = obj["transaction"]
+    transaction, problem = echoable_transaction(obj["transaction"])
+    if problem is not None:
+        raise RequestRejected(f"request refused: {problem}", transaction)
+    if _lone_surrogate(obj):
+        raise RequestRejected(
+            "request refused: a string in it holds a lone UTF-16 surrogate (an unpaired "
+            "\\ud800-\\udfff escape), which is not Unicode text",
+            transaction,
+        )
 
     if request.retained:
         raise RequestRejected(
